@@ -1,0 +1,59 @@
+# clusterhub — the two commands: `make lab` and `make test`. Both install what is missing.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY ?= python3
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# keep pip's downloads between runs (CI and dev machines alike)
+export PIP_CACHE_DIR ?= /var/cache/clusterhub-lab/pip-host
+
+.PHONY: help venv host lab lab-down lint unit molecule test bench clean
+
+help:
+	@echo "make lab       bring up the lab cluster and print how to reach it"
+	@echo "make lab-down  remove the lab"
+	@echo "make test      lint, unit tests, molecule (multi-host lab scenario)"
+	@echo "make bench     timings of the lab (bench/)"
+
+$(VENV)/.installed: requirements-dev.txt
+	@$(PY) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+host:
+	bash lab/host-setup.sh
+
+lab: venv host
+	ansible-playbook playbooks/lab/create.yml
+	ansible-playbook playbooks/site.yml
+	@bash lab/summary.sh
+
+lab-down: venv host
+	ansible-playbook playbooks/lab/destroy.yml
+
+lint: venv
+	yamllint --strict .
+	ansible-lint --profile production
+	ruff check .
+	ruff format --check .
+
+unit: venv
+	pytest -q tests/unit
+
+molecule: venv host
+	CLUSTERHUB_LAB_PREFIX=chtest molecule test -s lab
+
+test: lint unit molecule
+
+bench: venv host
+	bash bench/lab.sh
+
+clean: lab-down
+	rm -rf $(VENV) .cache

@@ -1,0 +1,69 @@
+"""Fixtures for tests against a running lab (molecule's verify step, or `make lab` + pytest tests/lab).
+
+Hosts are reached with `docker exec` (testinfra's docker backend); the container names come from the
+same prefix the lab inventory uses (CLUSTERHUB_LAB_PREFIX, default chlab for `make lab`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFIX = os.environ.get("CLUSTERHUB_LAB_PREFIX", "chlab")
+
+
+def lab_host(name: str):
+    return testinfra.get_host(f"docker://{PREFIX}-{name}")
+
+
+@pytest.fixture(scope="session")
+def login():
+    return lab_host("login")
+
+
+@pytest.fixture(scope="session")
+def hub():
+    return lab_host("hub")
+
+
+@pytest.fixture(scope="session")
+def nodes():
+    return [lab_host("node1"), lab_host("node2")]
+
+
+def wait_for(check, timeout: float = 60.0, interval: float = 0.5, what: str = "condition"):
+    """Poll check() until it returns a truthy value; fail with `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def run_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
+    """Run one of the project's playbooks against the lab, as a sysadmin would."""
+    env = dict(os.environ, CLUSTERHUB_LAB_PREFIX=PREFIX, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    return subprocess.run(
+        ["ansible-playbook", "-i", "inventories/lab/hosts.yml", playbook, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def recap_changed(output: str) -> dict[str, int]:
+    """Parse PLAY RECAP into {host: changed count}."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)", output, re.M)}
