@@ -46,8 +46,7 @@ def slurm_inventory_errors(computes, controllers, partitions, node_settings) -> 
                 number = _as_int(node[key])
                 if number is None or number < 1:
                     errors.append(
-                        f"slurm_node.{key} on {host} is {node[key]!r}: it must be a whole number "
-                        f"of {unit}, 1 or more"
+                        f"slurm_node.{key} on {host} is {node[key]!r}: it must be a whole number of {unit}, 1 or more"
                     )
         if "name" in node and not NAME_RE.match(str(node["name"])):
             errors.append(f"slurm_node.name on {host} is {node['name']!r}: letters, digits, '_', '.', '-' only")
@@ -55,7 +54,8 @@ def slurm_inventory_errors(computes, controllers, partitions, node_settings) -> 
             count = _as_int(gpu.get("count"))
             if count is None or count < 1:
                 errors.append(
-                    f"slurm_node.gpus[{i}].count on {host} is {gpu.get('count')!r}: it must be a whole number, 1 or more"
+                    f"slurm_node.gpus[{i}].count on {host} is {gpu.get('count')!r}: "
+                    "it must be a whole number, 1 or more"
                 )
             if not NAME_RE.match(str(gpu.get("type", ""))):
                 errors.append(
@@ -84,9 +84,13 @@ def slurm_inventory_errors(computes, controllers, partitions, node_settings) -> 
                     )
         for key in ("max_time", "default_time"):
             if key in part and part[key] is not None and not TIME_RE.match(str(part[key])):
-                errors.append(f"{label}: {key} {part[key]!r} is not a Slurm time (D-HH:MM:SS, HH:MM:SS, MM or UNLIMITED)")
+                errors.append(
+                    f"{label}: {key} {part[key]!r} is not a Slurm time (D-HH:MM:SS, HH:MM:SS, MM or UNLIMITED)"
+                )
         if "oversubscribe" in part and not OVERSUBSCRIBE_RE.match(str(part["oversubscribe"])):
-            errors.append(f"{label}: oversubscribe {part['oversubscribe']!r} must be NO, EXCLUSIVE, YES[:n] or FORCE[:n]")
+            errors.append(
+                f"{label}: oversubscribe {part['oversubscribe']!r} must be NO, EXCLUSIVE, YES[:n] or FORCE[:n]"
+            )
     return errors
 
 
@@ -104,9 +108,7 @@ def slurm_node_list(computes, hostvars, reserved_mb=1024) -> list[dict]:
             raise ValueError(
                 f"{host}: set slurm_node.cpus and slurm_node.memory_mb or gather its facts (it is not in this play)"
             )
-        gpus = [
-            dict(g, gres=f"gpu:{g['type']}:{int(g['count'])}") for g in (node.get("gpus") or [])
-        ]
+        gpus = [dict(g, gres=f"gpu:{g['type']}:{int(g['count'])}") for g in (node.get("gpus") or [])]
         result.append(
             {
                 "host": host,

@@ -37,7 +37,7 @@ def test_srun_runs_on_both_nodes(login):
 
 def test_alice_job_runs_on_a_compute_node_and_writes_her_home(login, nodes):
     jobid = login.check_output(
-        "sudo -u alice sbatch --parsable --wait -o /home/alice/hello-%j.out --wrap 'hostname; id -u; pwd'"
+        "sudo -u alice sbatch --parsable --wait --chdir /home/alice -o hello-%j.out --wrap 'hostname; id -u; pwd'"
     ).strip()
     host, uid, cwd = login.file(f"/home/alice/hello-{jobid}.out").content_string.split()
     assert host in NODES

@@ -1,0 +1,33 @@
+#!/bin/bash
+# clusterhub: the Slurm job of one JupyterHub server. A batchspawner (Jinja) template: every value
+# below comes from the hub's validated request (whole numbers, known partition names), never from
+# free text. Sites replace this file with jupyterhub_batch_script_src.
+#SBATCH --job-name={{job_name}}
+#SBATCH --output={{homedir}}/.jupyterhub_slurmspawner_%j.log
+#SBATCH --chdir={{homedir}}
+#SBATCH --export={{keepvars}}
+#SBATCH --no-requeue
+#SBATCH --nodes=1
+#SBATCH --ntasks=1
+{% if partition %}#SBATCH --partition={{partition}}
+{% endif %}{% if runtime %}#SBATCH --time={{runtime}}
+{% endif %}{% if memory %}#SBATCH --mem={{memory}}
+{% endif %}{% if nprocs %}#SBATCH --cpus-per-task={{nprocs}}
+{% endif %}{% if gres %}#SBATCH --gres={{gres}}
+{% endif %}{% if options %}#SBATCH {{options}}
+{% endif %}
+set -euo pipefail
+export PATH={{singleuser_venv}}/bin:/usr/local/bin:/usr/bin:/bin
+# Server extensions come only from the site venv: user site-packages are off for the server
+# (kernels get them back through their kernelspec).
+export PYTHONNOUSERSITE=1
+# Logs of servers older than a week go.
+find "$HOME" -maxdepth 1 -name '.jupyterhub_slurmspawner_*.log' -mtime +7 -delete 2>/dev/null || true
+# Kernels talk over IPC sockets in a private, node-local directory: no TCP port another user could reach.
+export JUPYTER_RUNTIME_DIR="/tmp/jupyter-runtime-$(id -u)-${SLURM_JOB_ID}"
+mkdir -m 0700 -p "$JUPYTER_RUNTIME_DIR"
+trap 'rm -rf "$JUPYTER_RUNTIME_DIR"' EXIT
+echo "clusterhub: job ${SLURM_JOB_ID} on $(hostname) for $(id -un), ${SLURM_CPUS_PER_TASK:-1} CPUs"
+{{prologue}}
+{{cmd}}
+{{epilogue}}

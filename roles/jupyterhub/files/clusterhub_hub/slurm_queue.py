@@ -1,0 +1,113 @@
+"""One squeue for all servers: a shared, time-bounded view of the hub's Slurm jobs.
+
+batchspawner asks squeue once per server and poll; with hundreds of users that floods the hub host
+and slurmctld. Here every spawner reads one cached snapshot of the hub's jobs, refreshed by a single
+`squeue --name=<job name>` at most every `max_age` seconds. A failed or slow squeue yields
+`None` ("unknown"), which callers must treat as "still running": a controller outage never stops
+a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+# squeue -o format: job id, long state, first node, reason (pending reason or "None")
+SQUEUE_FORMAT = "%i|%T|%B|%r"
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    job_id: str
+    state: str
+    node: str
+    reason: str
+
+    @property
+    def pending(self) -> bool:
+        return self.state in ("PENDING", "CONFIGURING", "REQUEUED", "SUSPENDED")
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("RUNNING", "COMPLETING")
+
+
+def parse_squeue(output: str) -> dict[str, JobInfo]:
+    """Parse `squeue -h -o '%i|%T|%B|%r'` output."""
+    jobs = {}
+    for line in output.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 4 or not parts[0]:
+            continue
+        job_id, state, node, reason = (p.strip() for p in parts)
+        jobs[job_id] = JobInfo(job_id, state, "" if node in ("n/a", "(null)") else node, reason)
+    return jobs
+
+
+Runner = Callable[[list[str]], Awaitable[tuple[int, str, str]]]
+
+
+async def run_exec(argv: list[str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await proc.communicate()
+    except asyncio.CancelledError:
+        proc.kill()
+        raise
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+class SlurmQueue:
+    """A snapshot of the hub's jobs, shared by all spawners of one hub process."""
+
+    def __init__(self, argv: list[str], timeout: float = 10.0, runner: Runner = run_exec, clock=time.monotonic):
+        self.argv = argv
+        self.timeout = timeout
+        self.runner = runner
+        self.clock = clock
+        self.jobs: dict[str, JobInfo] | None = None
+        self.taken_at = float("-inf")
+        self.queries = 0
+        self.failures = 0
+        self.last_error = ""
+        self._lock = asyncio.Lock()
+
+    async def snapshot(self, max_age: float) -> dict[str, JobInfo] | None:
+        """Jobs no older than max_age seconds; None when Slurm cannot be asked right now."""
+        async with self._lock:
+            if self.clock() - self.taken_at > max_age:
+                await self._refresh()
+            return self.jobs
+
+    async def _refresh(self) -> None:
+        self.queries += 1
+        started = self.clock()
+        try:
+            rc, out, err = await asyncio.wait_for(self.runner(self.argv), self.timeout)
+        except (TimeoutError, OSError) as e:
+            rc, out, err = -1, "", f"squeue did not answer: {e!r}"
+        self.taken_at = started
+        if rc == 0:
+            self.jobs = parse_squeue(out)
+            self.last_error = ""
+        else:
+            self.failures += 1
+            self.jobs = None
+            self.last_error = err.strip()[:500]
+
+    async def job(self, job_id: str, max_age: float, not_before: float = float("-inf")) -> JobInfo | None | bool:
+        """JobInfo if the job is queued or running, False if Slurm says it is gone, None if unknown.
+
+        A job missing from a snapshot taken before `not_before` (its submission) is looked up again
+        in a fresh one, so a new job is never reported gone from a stale view.
+        """
+        jobs = await self.snapshot(max_age)
+        if jobs is not None and job_id not in jobs and self.taken_at < not_before:
+            jobs = await self.snapshot(0)
+        if jobs is None:
+            return None
+        return jobs.get(job_id, False)

@@ -1,0 +1,219 @@
+"""ClusterSlurmSpawner: batchspawner's SlurmSpawner with a validated resource form, one batched
+squeue for all servers, Slurm-aware progress messages, separate queue and start-up limits,
+a maintenance switch, and polling that never stops a server because Slurm did not answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+from batchspawner import JobStatus, SlurmSpawner
+from tornado import web
+from traitlets import Bool, Float, Integer, List, Unicode, default
+
+from .options import OptionsError, config_errors, render_form, validate_options
+from .slurm_queue import SQUEUE_FORMAT, SlurmQueue
+
+_QUEUES: dict[tuple, SlurmQueue] = {}
+
+
+def _apply_user_options(spawner: ClusterSlurmSpawner, user_options: dict) -> None:
+    """Validate what the user asked for (form or REST body) and set the batch request from it."""
+    try:
+        request = validate_options(
+            user_options or {}, spawner.profiles, spawner.partitions, spawner.images, spawner.allow_custom
+        )
+    except OptionsError as e:
+        raise web.HTTPError(400, f"Cannot start the server: {e}", reason=str(e)) from None
+    spawner.request = request
+    spawner.req_partition = request.partition
+    spawner.req_nprocs = str(request.cpus)
+    spawner.req_memory = f"{request.memory_gb}G"
+    spawner.req_runtime = request.runtime
+    spawner.req_gres = f"gpu:{request.gpus}" if request.gpus else ""
+    spawner.req_image = request.image
+    spawner.user_options = request.as_user_options()
+
+
+class ClusterSlurmSpawner(SlurmSpawner):
+    profiles = List(help="Resource profiles: dicts with slug, display_name, partition, cpus, ...").tag(config=True)
+    partitions = List(help="Partitions with their limits: name, max_cpus, max_memory_gb, max_hours").tag(config=True)
+    images = List(help="Container images offered (name, display_name, path)").tag(config=True)
+    allow_custom = Bool(True, help="Offer a custom resource choice bounded by partition limits").tag(config=True)
+    maintenance_file = Unicode(
+        "/etc/jupyterhub/maintenance", help="While this file exists, new spawns are refused with its text"
+    ).tag(config=True)
+    job_name = Unicode("jupyterhub", help="Slurm job name of every server this hub starts").tag(config=True)
+    queue_timeout = Integer(600, help="Seconds a server may wait in the Slurm queue").tag(config=True)
+    startup_timeout = Integer(120, help="Seconds from job start until the server must answer").tag(config=True)
+    squeue_max_age = Float(
+        25.0, help="Seconds a batched squeue snapshot is reused by polls (keep it below the poll interval)"
+    ).tag(config=True)
+    squeue_timeout = Float(15.0, help="Seconds before a squeue counts as unanswered").tag(config=True)
+    squeue_command = List(["squeue"], help="squeue argv prefix (e.g. via sudo where PrivateData=jobs)").tag(
+        config=True
+    )
+    req_image = Unicode("", help="Image path chosen in the form (for container-aware batch scripts)").tag(config=True)
+    req_job_name = Unicode("jupyterhub").tag(config=True)
+    req_singleuser_venv = Unicode("/opt/jupyter", help="Venv of the single-user server on the nodes").tag(config=True)
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return _apply_user_options
+
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        return "simple"
+
+    @default("start_timeout")
+    def _default_start_timeout(self):
+        return self.queue_timeout + self.startup_timeout + 30
+
+    @default("req_job_name")
+    def _default_req_job_name(self):
+        return self.job_name
+
+    @default("options_form")
+    def _default_options_form(self):
+        return self._render_options_form
+
+    def _render_options_form(self, spawner=None):
+        return render_form(self.profiles, self.partitions, self.images, self.allow_custom, self.maintenance_notice())
+
+    def maintenance_notice(self) -> str:
+        try:
+            with open(self.maintenance_file, encoding="utf-8") as f:
+                text = f.read().strip()
+        except FileNotFoundError:
+            return ""
+        return text or "The cluster is in maintenance: new servers cannot be started right now."
+
+    def check_config(self) -> None:
+        errors = config_errors(self.profiles, self.partitions, self.images)
+        if errors:
+            raise ValueError("; ".join(errors))
+
+    @property
+    def queue(self) -> SlurmQueue:
+        argv = [*self.squeue_command, "-h", "--name", self.job_name, "-o", SQUEUE_FORMAT]
+        key = (tuple(argv), self.squeue_timeout)
+        if key not in _QUEUES:
+            _QUEUES[key] = SlurmQueue(argv, timeout=self.squeue_timeout)
+        return _QUEUES[key]
+
+    async def query_job_status(self, max_age: float | None = None):
+        if not self.job_id:
+            self.job_status = ""
+            return JobStatus.NOTFOUND
+        info = await self.queue.job(
+            self.job_id,
+            self.squeue_max_age if max_age is None else max_age,
+            not_before=getattr(self, "_submitted_at", float("-inf")),
+        )
+        if info is None:
+            self.job_status = f"UNKNOWN (squeue: {self.queue.last_error or 'no answer'})"
+            return JobStatus.UNKNOWN
+        if info is False or not (info.pending or info.running):
+            self.job_status = "" if info is False else f"{info.state} {info.node}"
+            return JobStatus.NOTFOUND
+        self.job_status = f"{info.state} {info.node}"
+        self._job_info = info
+        return JobStatus.RUNNING if info.running else JobStatus.PENDING
+
+    def state_gethost(self):
+        info = getattr(self, "_job_info", None)
+        return info.node if info else super().state_gethost()
+
+    async def start(self):
+        notice = self.maintenance_notice()
+        if notice:
+            raise web.HTTPError(503, notice, reason=notice)
+        self.ip = self.traits()["ip"].default_value
+        self.port = self.traits()["port"].default_value
+        if self.server:
+            self.server.port = self.port
+        self._submitted_at = time.monotonic()
+        await self.submit_batch_script()
+        if not self.job_id:
+            raise RuntimeError("Slurm did not accept the job (no job id in sbatch's output)")
+        queued_since = time.monotonic()
+        while True:
+            status = await self.query_job_status(max_age=self.startup_poll_interval)
+            if status == JobStatus.RUNNING:
+                break
+            if status == JobStatus.NOTFOUND:
+                job, self.job_id = self.job_id, ""
+                raise RuntimeError(
+                    f"Slurm job {job} ended before the server started; see ~/.jupyterhub_slurmspawner_{job}.log"
+                )
+            if time.monotonic() - queued_since > self.queue_timeout:
+                await self.cancel_batch_job()
+                job, self.job_id = self.job_id, ""
+                raise RuntimeError(f"Slurm job {job} waited over {self.queue_timeout} s in the queue and was cancelled")
+            await asyncio.sleep(self.startup_poll_interval)
+        self.ip = self.state_gethost()
+        running_since = time.monotonic()
+        while self.port == 0:
+            if time.monotonic() - running_since > self.startup_timeout:
+                await self.cancel_batch_job()
+                job, self.job_id = self.job_id, ""
+                raise RuntimeError(
+                    f"Slurm job {job} runs on {self.ip} but the server did not report within "
+                    f"{self.startup_timeout} s; see ~/.jupyterhub_slurmspawner_{job}.log"
+                )
+            await asyncio.sleep(self.startup_poll_interval)
+        self.db.commit()
+        self.log.info("Server of %s: job %s at %s:%s", self.user.name, self.job_id, self.ip, self.port)
+        return self.ip, self.port
+
+    async def stop(self, now=False):
+        if not self.job_id:
+            return
+        self.log.info("Stopping server job %s of %s", self.job_id, self.user.name)
+        await self.cancel_batch_job()
+        if now:
+            return
+        for _ in range(20):
+            if await self.query_job_status(max_age=0.5) not in (JobStatus.RUNNING, JobStatus.UNKNOWN):
+                return
+            await asyncio.sleep(0.5)
+        self.log.warning("Server job %s of %s did not end within 10 s of scancel", self.job_id, self.user.name)
+
+    async def poll(self):
+        status = await self.query_job_status()
+        if status == JobStatus.UNKNOWN:
+            self.log.warning("Slurm did not answer for job %s; keeping the server: %s", self.job_id, self.job_status)
+            return None
+        if status in (JobStatus.PENDING, JobStatus.RUNNING):
+            return None
+        self.clear_state()
+        return 1
+
+    async def progress(self):
+        while True:
+            info = getattr(self, "_job_info", None)
+            if not self.job_id:
+                yield {"message": "Submitting the job to Slurm…"}
+            elif info is None or info.job_id != self.job_id:
+                yield {"message": f"Job {self.job_id} submitted, waiting for Slurm…"}
+            elif info.pending:
+                yield {"message": f"Job {self.job_id} pending in the queue (reason: {info.reason})"}
+            elif info.running:
+                yield {"message": f"Job {self.job_id} running on {info.node}, starting JupyterLab…"}
+                return
+            await asyncio.sleep(1)
+
+    def get_state(self):
+        state = super().get_state()
+        if self.user_options:
+            state["request"] = json.dumps(self.user_options)
+        return state
+
+
+def queue_stats() -> dict:
+    """Query counters of all queues of this hub process (for the metrics service and benchmarks)."""
+    return {
+        " ".join(k[0]): {"queries": q.queries, "failures": q.failures, "pid": os.getpid()} for k, q in _QUEUES.items()
+    }

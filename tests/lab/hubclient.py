@@ -1,0 +1,108 @@
+"""A small client for the lab hub: log in as a person does, get an API token, drive servers.
+
+Used by the lab tests and by bench/. Talks only to the hub published on the build host's loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import subprocess
+import tempfile
+
+import requests
+
+HUB_URL = os.environ.get("CLUSTERHUB_HUB_URL", f"https://localhost:{os.environ.get('CLUSTERHUB_LAB_HUB_PORT', '8443')}")
+
+
+def lab_certificate(prefix: str = os.environ.get("CLUSTERHUB_LAB_PREFIX", "chlab")) -> str:
+    """The lab hub's self-signed certificate, copied out of the hub container, to verify TLS against."""
+    pem = subprocess.run(
+        ["docker", "exec", f"{prefix}-hub", "cat", "/etc/jupyterhub/tls/hub.crt"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    f = tempfile.NamedTemporaryFile("w", suffix=".crt", delete=False)
+    f.write(pem)
+    f.close()
+    return f.name
+
+
+class Hub:
+    def __init__(self, user: str, password: str, url: str = HUB_URL, verify: str | bool = True):
+        self.url = url.rstrip("/")
+        self.user = user
+        self.session = requests.Session()
+        self.session.trust_env = False  # REQUESTS_CA_BUNDLE would replace `verify`
+        self.session.verify = verify
+        self.login(password)
+        xsrf = self.session.cookies.get("_xsrf", "")
+        r = self.session.post(
+            f"{self.url}/hub/api/users/{user}/tokens",
+            json={"note": "clusterhub lab test", "expires_in": 3600},
+            headers={"X-XSRFToken": xsrf},
+        )
+        r.raise_for_status()
+        self.token = r.json()["token"]
+        self.api = requests.Session()
+        self.api.trust_env = False
+        self.api.verify = verify
+        self.api.headers["Authorization"] = f"token {self.token}"
+
+    def login(self, password: str) -> requests.Response:
+        page = self.session.get(f"{self.url}/hub/login")
+        page.raise_for_status()
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        data = {"username": self.user, "password": password}
+        if xsrf:
+            data["_xsrf"] = xsrf.group(1)
+        r = self.session.post(f"{self.url}/hub/login?next=", data=data, allow_redirects=False)
+        if r.status_code != 302:
+            raise RuntimeError(f"login of {self.user} failed: HTTP {r.status_code}")
+        return r
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return self.api.get(f"{self.url}/hub/api{path}", **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return self.api.post(f"{self.url}/hub/api{path}", **kw)
+
+    def delete(self, path: str, **kw) -> requests.Response:
+        return self.api.delete(f"{self.url}/hub/api{path}", **kw)
+
+    def server(self, user: str | None = None) -> dict | None:
+        info = self.get(f"/users/{user or self.user}").json()
+        return info.get("servers", {}).get("")
+
+    def start(self, user: str | None = None, options: dict | None = None, timeout: float = 180) -> float:
+        """Start a server and wait until it is ready; return seconds from request to ready."""
+        user = user or self.user
+        t0 = time.monotonic()
+        r = self.post(f"/users/{user}/server", json=options or {})
+        if r.status_code not in (201, 202):
+            raise RuntimeError(f"spawn of {user} refused: HTTP {r.status_code}: {r.text[:500]}")
+        while time.monotonic() - t0 < timeout:
+            server = self.server(user)
+            if server and server.get("ready"):
+                return time.monotonic() - t0
+            if not server or not (server.get("pending") or server.get("ready")):
+                raise RuntimeError(f"server of {user} failed to start: {self.get(f'/users/{user}').text[:500]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"server of {user} not ready after {timeout}s")
+
+    def stop(self, user: str | None = None, timeout: float = 60) -> None:
+        user = user or self.user
+        r = self.delete(f"/users/{user}/server")
+        if r.status_code not in (202, 204, 400):
+            r.raise_for_status()
+        deadline = time.monotonic() + timeout
+        while self.server(user) and time.monotonic() < deadline:
+            time.sleep(0.3)
+
+    def user_get(self, path: str, **kw) -> requests.Response:
+        """GET on the user's own server through the proxy, authenticated by the API token."""
+        return self.api.get(f"{self.url}/user/{self.user}{path}", **kw)
+
+    def user_post(self, path: str, **kw) -> requests.Response:
+        return self.api.post(f"{self.url}/user/{self.user}{path}", **kw)
