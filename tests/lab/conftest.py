@@ -67,3 +67,34 @@ def run_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
 def recap_changed(output: str) -> dict[str, int]:
     """Parse PLAY RECAP into {host: changed count}."""
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)", output, re.M)}
+
+
+LAB_USERS = {"alice": "alice-in-the-lab", "bob": "bob-in-the-lab", "labadmin": "admin-in-the-lab"}
+
+
+@pytest.fixture(scope="session")
+def hub_cert():
+    from hubclient import lab_certificate
+
+    return lab_certificate(PREFIX)
+
+
+@pytest.fixture(scope="session")
+def hub_as(hub_cert):
+    """hub_as('alice') -> a logged-in API client of that lab user (one per user and session)."""
+    from hubclient import Hub
+
+    clients = {}
+
+    def get(user: str):
+        if user not in clients:
+            clients[user] = Hub(user, LAB_USERS[user], verify=hub_cert)
+        return clients[user]
+
+    return get
+
+
+def squeue_jobs(login, user: str | None = None) -> list[str]:
+    """Job ids of the hub's servers (optionally of one user) in the queue."""
+    who = f"-u {user}" if user else ""
+    return login.check_output(f"squeue -h --name jupyterhub {who} -o %i").split()

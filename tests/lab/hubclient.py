@@ -106,3 +106,51 @@ class Hub:
 
     def user_post(self, path: str, **kw) -> requests.Response:
         return self.api.post(f"{self.url}/user/{self.user}{path}", **kw)
+
+    def run_code(self, code: str, timeout: float = 60) -> str:
+        """Start a Python kernel on the user's server, run code, return its stdout; then shut the kernel down."""
+        import json
+        import uuid
+
+        import websocket
+
+        r = self.user_post("/api/kernels", json={"name": "python3"})
+        r.raise_for_status()
+        kernel = r.json()["id"]
+        ws_url = self.url.replace("https://", "wss://") + f"/user/{self.user}/api/kernels/{kernel}/channels"
+        ssl = {"ca_certs": self.api.verify} if isinstance(self.api.verify, str) else {}
+        ws = websocket.create_connection(
+            ws_url, header=[f"Authorization: token {self.token}"], sslopt=ssl, timeout=timeout
+        )
+        msg_id = uuid.uuid4().hex
+        ws.send(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id, "username": self.user, "session": uuid.uuid4().hex,
+                        "msg_type": "execute_request", "version": "5.3",
+                    },
+                    "parent_header": {}, "metadata": {}, "channel": "shell",
+                    "content": {"code": code, "silent": False, "store_history": False,
+                                "user_expressions": {}, "allow_stdin": False},
+                }
+            )
+        )
+        out = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                msg = json.loads(ws.recv())
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = msg["header"]["msg_type"]
+                if kind == "stream":
+                    out.append(msg["content"]["text"])
+                elif kind == "error":
+                    raise RuntimeError("kernel error: " + "\n".join(msg["content"]["traceback"]))
+                elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                    return "".join(out)
+            raise TimeoutError("no answer from the kernel")
+        finally:
+            ws.close()
+            self.api.delete(f"{self.url}/user/{self.user}/api/kernels/{kernel}")

@@ -55,6 +55,9 @@ class ClusterSlurmSpawner(SlurmSpawner):
     squeue_command = List(["squeue"], help="squeue argv prefix (e.g. via sudo where PrivateData=jobs)").tag(
         config=True
     )
+    unreachable_polls = Integer(
+        2, help="Polls in a row at which a running job's server does not accept connections before it counts as lost"
+    ).tag(config=True)
     req_image = Unicode("", help="Image path chosen in the form (for container-aware batch scripts)").tag(config=True)
     req_job_name = Unicode("jupyterhub").tag(config=True)
     req_singleuser_venv = Unicode("/opt/jupyter", help="Venv of the single-user server on the nodes").tag(config=True)
@@ -186,10 +189,37 @@ class ClusterSlurmSpawner(SlurmSpawner):
         if status == JobStatus.UNKNOWN:
             self.log.warning("Slurm did not answer for job %s; keeping the server: %s", self.job_id, self.job_status)
             return None
-        if status in (JobStatus.PENDING, JobStatus.RUNNING):
+        if status == JobStatus.PENDING:
             return None
+        if status == JobStatus.RUNNING:
+            if await self._server_reachable():
+                self._missed_polls = 0
+                return None
+            self._missed_polls = getattr(self, "_missed_polls", 0) + 1
+            if self._missed_polls < self.unreachable_polls:
+                return None
+            self.log.warning(
+                "Server of %s (job %s on %s:%s) refused connections %s polls in a row: its node is lost; "
+                "cancelling the job",
+                self.user.name, self.job_id, self.ip, self.port, self._missed_polls,
+            )
+            try:
+                await self.cancel_batch_job()
+            except RuntimeError as e:
+                self.log.warning("scancel of job %s failed: %s", self.job_id, e)
         self.clear_state()
         return 1
+
+    async def _server_reachable(self, timeout: float = 3.0) -> bool:
+        """True when the server's port accepts a TCP connection (the job may run on a dead node)."""
+        if not self.ip or not self.port:
+            return True
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(self.ip, self.port), timeout)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
 
     async def progress(self):
         while True:

@@ -1,0 +1,198 @@
+"""The hub as users and sysadmins meet it: real logins, real Slurm jobs, real kernels."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+from conftest import PREFIX, run_playbook, squeue_jobs, wait_for
+
+NODES = {"node1", "node2"}
+HEALTH = "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8081/hub/health')\""
+
+
+@pytest.fixture
+def alice(hub_as, login):
+    client = hub_as("alice")
+    client.stop()
+    yield client
+    client.stop()
+    wait_for(lambda: not squeue_jobs(login, "alice"), what="alice's jobs gone")
+
+
+@pytest.fixture
+def bob(hub_as):
+    client = hub_as("bob")
+    client.stop()
+    yield client
+    client.stop()
+
+
+def test_alice_server_runs_as_alice_on_a_compute_node(alice, login):
+    alice.start(options={"profile": "small"})
+    host, uid = alice.run_code("import socket, os; print(socket.gethostname(), os.getuid())").split()
+    assert host in NODES
+    assert int(uid) == login.user("alice").uid
+    job = squeue_jobs(login, "alice")
+    assert len(job) == 1
+    partition, cpus, state = login.check_output(f"squeue -h -j {job[0]} -o '%P %C %T'").split()
+    assert (partition, cpus, state) == ("jupyter", "1", "RUNNING")
+    alice.stop()
+    wait_for(lambda: not squeue_jobs(login, "alice"), timeout=30, what="the job to go when the server stops")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"profile": "custom", "partition": "jupyter", "cpus": "64"}, "64 CPUs requested; partition jupyter allows 1 to 2 CPUs"),
+        ({"profile": "custom", "partition": "batch", "gpus": "1"}, "1 GPUs requested; partition batch has no GPUs"),
+        ({"profile": "custom", "partition": "jupyter", "hours": "48"}, "48 hours requested; partition jupyter allows 0.25 to 12 hours"),
+        ({"profile": "custom", "partition": "jupyter; touch /tmp/pwned"}, "unknown partition"),
+        ({"profile": "custom", "partition": "jupyter", "cpus": "1\n#SBATCH --uid=0"}, "cpus must be a number"),
+    ],
+    ids=["cpus", "gpus", "time", "shell-in-partition", "newline-in-cpus"],
+)
+def test_requests_beyond_the_limits_are_refused_before_any_job(alice, login, options, message):
+    r = alice.post("/users/alice/server", json=options)
+    assert r.status_code == 400
+    assert message in r.json()["message"]
+    assert squeue_jobs(login, "alice") == []
+    assert alice.server() is None
+
+
+def test_bob_cannot_reach_alice_server(alice, bob):
+    alice.start(options={"profile": "small"})
+    r = bob.api.get(f"{bob.url}/user/alice/api/status", allow_redirects=False)
+    assert r.status_code in (403, 404), r.status_code
+    r = bob.post("/users/alice/server", json={})
+    assert r.status_code in (403, 404)  # JupyterHub does not even confirm that alice exists
+
+
+def test_server_survives_a_hub_restart(alice, hub, login):
+    alice.start(options={"profile": "small"})
+    job = squeue_jobs(login, "alice")
+    notebook = {"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}}
+    assert alice.api.put(f"{alice.url}/user/alice/api/contents/kept.ipynb", json=notebook).status_code in (200, 201)
+    hub.check_output("systemctl restart jupyterhub")
+    wait_for(lambda: hub.run(HEALTH).rc == 0, what="the hub back")
+    server = wait_for(alice.server, what="alice's server listed after the restart")
+    assert server["ready"]
+    assert squeue_jobs(login, "alice") == job
+    saved = alice.user_get("/api/contents/kept.ipynb")
+    assert saved.status_code == 200 and saved.json()["content"]["nbformat"] == 4
+    assert "node" in alice.run_code("import socket; print(socket.gethostname())")
+
+
+def test_pending_spawn_shows_queue_state_and_can_be_cancelled(alice, login):
+    # fill both nodes, so the server waits in the queue
+    blockers = [
+        login.check_output("sudo -u bob sbatch --parsable -p batch -c 2 --mem=1G -o /dev/null --wrap 'sleep 300'")
+        for _ in NODES
+    ]
+    try:
+        wait_for(
+            lambda: all(login.check_output(f"squeue -h -j {b} -o %T") == "RUNNING" for b in blockers),
+            what="blocking jobs running",
+        )
+        r = alice.post("/users/alice/server", json={"profile": "large"})
+        assert r.status_code == 202
+        progress = alice.api.get(f"{alice.url}/hub/api/users/alice/server/progress", stream=True, timeout=30)
+        message = ""
+        for line in progress.iter_lines():
+            if line.startswith(b"data:"):
+                message = json.loads(line[5:])["message"]
+                if "pending in the queue" in message:
+                    break
+        progress.close()
+        assert "pending in the queue (reason: Resources)" in message
+        job = squeue_jobs(login, "alice")
+        assert len(job) == 1
+        alice.stop()
+        wait_for(lambda: not squeue_jobs(login, "alice"), what="the pending job removed on cancel")
+    finally:
+        login.run(f"scancel {' '.join(blockers)}")
+
+
+def test_slurm_controller_outage_keeps_servers(alice, bob, login):
+    alice.start(options={"profile": "small"})
+    bob.start(options={"profile": "small"})
+    jobs_before = set(squeue_jobs(login))
+    login.check_output("systemctl stop slurmctld")
+    try:
+        time.sleep(60)  # six of the lab hub's poll intervals
+        for client in (alice, bob):
+            assert client.server()["ready"], f"{client.user}'s server was dropped while Slurm was down"
+            assert client.user_get("/api/status").status_code == 200
+    finally:
+        login.check_output("systemctl start slurmctld")
+    wait_for(lambda: login.run("scontrol ping").rc == 0, what="slurmctld back")
+    assert set(squeue_jobs(login)) == jobs_before
+    assert alice.server()["ready"] and bob.server()["ready"]
+
+
+def test_lost_compute_node_stops_the_server_and_another_node_serves(alice, login):
+    alice.start(options={"profile": "small"})
+    node = alice.run_code("import socket; print(socket.gethostname())").strip()
+    other = (NODES - {node}).pop()
+    subprocess.run(["docker", "stop", "-t", "1", f"{PREFIX}-{node}"], check=True, capture_output=True)
+    try:
+        wait_for(lambda: alice.server() is None, timeout=45, what="the hub to notice the lost node")
+        wait_for(
+            lambda: "down" in login.check_output(f"sinfo -h -n {node} -o %T"), timeout=90, what=f"{node} down"
+        )
+        alice.start(options={"profile": "small"})
+        assert alice.run_code("import socket; print(socket.gethostname())").strip() == other
+    finally:
+        subprocess.run(["docker", "start", f"{PREFIX}-{node}"], check=True, capture_output=True)
+        wait_for(
+            lambda: login.check_output(f"sinfo -h -n {node} -o %T") == "idle"
+            or "idle" in login.check_output(f"sinfo -h -n {node} -o %T"),
+            timeout=120,
+            what=f"{node} back",
+        )
+
+
+def test_maintenance_refuses_new_spawns_and_keeps_running_servers(alice, bob):
+    alice.start(options={"profile": "small"})
+    on = run_playbook("playbooks/hub.yml", "--limit", "hub", "--tags", "maintenance", "-e", '{"jupyterhub_maintenance": true}')
+    assert on.returncode == 0, on.stdout[-2000:]
+    try:
+        r = bob.post("/users/bob/server", json={"profile": "small"})
+        if r.status_code == 202:  # the refusal may arrive after the spawn request was accepted
+            wait_for(lambda: bob.server() is None, what="bob's spawn refused")
+        else:
+            assert r.status_code == 503
+            assert "maintenance" in r.json()["message"]
+        assert alice.server()["ready"]
+        assert alice.user_get("/api/status").status_code == 200
+    finally:
+        off = run_playbook("playbooks/hub.yml", "--limit", "hub", "--tags", "maintenance")
+        assert off.returncode == 0, off.stdout[-2000:]
+
+
+def test_secrets_are_private_and_sudo_is_narrow(hub):
+    for path, owner in (
+        ("/var/lib/jupyterhub/jupyterhub_cookie_secret", "jupyterhub"),
+        ("/etc/jupyterhub/proxy.env", "root"),
+    ):
+        f = hub.file(path)
+        assert f.user == owner and f.mode == 0o600, path
+        assert hub.run(f"sudo -u alice cat {path}").rc != 0
+    assert hub.file("/etc/jupyterhub/tls/hub.key").mode == 0o640
+    assert hub.run("sudo -u alice cat /etc/jupyterhub/tls/hub.key").rc != 0
+    allowed = hub.check_output("sudo -l -U jupyterhub")
+    assert "/usr/bin/sbatch, /usr/bin/squeue, /usr/bin/scancel" in allowed
+    assert hub.run("sudo -u jupyterhub sudo -n -u alice /usr/bin/id").rc != 0
+    assert hub.run("sudo -u jupyterhub sudo -n -u root /usr/bin/squeue").rc != 0
+    assert hub.run("sudo -u jupyterhub sudo -n -u alice /usr/bin/squeue -h").rc == 0
+
+
+def test_http_redirects_to_https(hub):
+    out = hub.check_output(
+        "python3 -c \"import http.client as h; c = h.HTTPConnection('127.0.0.1', 80); c.request('GET', '/hub/login');"
+        " r = c.getresponse(); print(r.status, r.getheader('Location'))\""
+    )
+    code, target = out.split()
+    assert code in ("301", "302") and target.startswith("https://")
