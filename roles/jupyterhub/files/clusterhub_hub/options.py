@@ -200,8 +200,12 @@ def render_form(profiles: list[dict], partitions: list[dict], images=None, allow
             'value="2"></label> '
             f'<label>Hours <input type="number" name="hours" min="0.25" step="0.25" max="{top["max_hours"]}" '
             'value="1"></label> '
-            f'<label>GPUs <input type="number" name="gpus" min="0" max="{top["max_gpus"]}" value="0"></label>'
-            "</div>"
+            + (
+                f'<label>GPUs <input type="number" name="gpus" min="0" max="{top["max_gpus"]}" value="0"></label>'
+                if top["max_gpus"]
+                else ""
+            )
+            + "</div>"
         )
     out.append("</fieldset>")
     if images:

@@ -68,7 +68,7 @@ class ClusterSlurmSpawner(SlurmSpawner):
 
     @default("options_from_form")
     def _default_options_from_form(self):
-        return "simple"
+        return self._simple_options_from_form  # single values unpacked; validation happens in apply_user_options
 
     @default("start_timeout")
     def _default_start_timeout(self):
