@@ -9,8 +9,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # keep pip's downloads between runs (CI and dev machines alike)
 export PIP_CACHE_DIR ?= /var/cache/clusterhub-lab/pip-host
+export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv host lab lab-down lint unit molecule test bench clean
+.PHONY: help venv host browser lab lab-down lint docs unit integration molecule test bench clean
 
 help:
 	@echo "make lab       bring up the lab cluster and print how to reach it"
@@ -30,6 +31,10 @@ venv: $(VENV)/.installed
 host:
 	bash lab/host-setup.sh
 
+# Debian's Chromium for the browser test (a browser download cannot work on CI machines)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 lab: venv host
 	ansible-playbook playbooks/lab/create.yml
 	ansible-playbook playbooks/site.yml
@@ -44,16 +49,24 @@ lint: venv
 	ruff check .
 	ruff format --check .
 
+docs: venv
+	python tools/role_docs.py
+
 unit: venv
 	pytest -q tests/unit
 
-molecule: venv host
-	CLUSTERHUB_LAB_PREFIX=chtest molecule test -s lab
+integration: venv host
+	pytest -q tests/integration
 
-test: lint unit molecule
+molecule: venv host browser
+	CLUSTERHUB_LAB_PREFIX=chtest molecule test -s lab
+	CLUSTERHUB_LAB_PREFIX=chtest molecule test -s trixie
+
+test: lint unit integration molecule
 
 bench: venv host
 	bash bench/lab.sh
+	python bench/spawn.py
 
 clean: lab-down
 	rm -rf $(VENV) .cache

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 import testinfra
+from hubclient import Hub, lab_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = os.environ.get("CLUSTERHUB_LAB_PREFIX", "chlab")
+# what the scenario converged: site.yml (everything) or cluster.yml (the trixie scenario: no hub)
+PLAYBOOK = os.environ.get("CLUSTERHUB_LAB_PLAYBOOK", "playbooks/site.yml")
 
 
 def lab_host(name: str):
@@ -74,16 +77,12 @@ LAB_USERS = {"alice": "alice-in-the-lab", "bob": "bob-in-the-lab", "labadmin": "
 
 @pytest.fixture(scope="session")
 def hub_cert():
-    from hubclient import lab_certificate
-
     return lab_certificate(PREFIX)
 
 
 @pytest.fixture(scope="session")
 def hub_as(hub_cert):
     """hub_as('alice') -> a logged-in API client of that lab user (one per user and session)."""
-    from hubclient import Hub
-
     clients = {}
 
     def get(user: str):

@@ -5,14 +5,16 @@ Used by the lab tests and by bench/. Talks only to the hub published on the buil
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import time
-
 import subprocess
 import tempfile
+import time
+import uuid
 
 import requests
+import websocket
 
 HUB_URL = os.environ.get("CLUSTERHUB_HUB_URL", f"https://localhost:{os.environ.get('CLUSTERHUB_LAB_HUB_PORT', '8443')}")
 
@@ -21,11 +23,12 @@ def lab_certificate(prefix: str = os.environ.get("CLUSTERHUB_LAB_PREFIX", "chlab
     """The lab hub's self-signed certificate, copied out of the hub container, to verify TLS against."""
     pem = subprocess.run(
         ["docker", "exec", f"{prefix}-hub", "cat", "/etc/jupyterhub/tls/hub.crt"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
-    f = tempfile.NamedTemporaryFile("w", suffix=".crt", delete=False)
-    f.write(pem)
-    f.close()
+    with tempfile.NamedTemporaryFile("w", suffix=".crt", delete=False) as f:
+        f.write(pem)
     return f.name
 
 
@@ -109,11 +112,6 @@ class Hub:
 
     def run_code(self, code: str, timeout: float = 60) -> str:
         """Start a Python kernel on the user's server, run code, return its stdout; then shut the kernel down."""
-        import json
-        import uuid
-
-        import websocket
-
         r = self.user_post("/api/kernels", json={"name": "python3"})
         r.raise_for_status()
         kernel = r.json()["id"]
@@ -127,12 +125,22 @@ class Hub:
             json.dumps(
                 {
                     "header": {
-                        "msg_id": msg_id, "username": self.user, "session": uuid.uuid4().hex,
-                        "msg_type": "execute_request", "version": "5.3",
+                        "msg_id": msg_id,
+                        "username": self.user,
+                        "session": uuid.uuid4().hex,
+                        "msg_type": "execute_request",
+                        "version": "5.3",
                     },
-                    "parent_header": {}, "metadata": {}, "channel": "shell",
-                    "content": {"code": code, "silent": False, "store_history": False,
-                                "user_expressions": {}, "allow_stdin": False},
+                    "parent_header": {},
+                    "metadata": {},
+                    "channel": "shell",
+                    "content": {
+                        "code": code,
+                        "silent": False,
+                        "store_history": False,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                    },
                 }
             )
         )

@@ -46,9 +46,15 @@ def test_alice_server_runs_as_alice_on_a_compute_node(alice, login):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"profile": "custom", "partition": "jupyter", "cpus": "64"}, "64 CPUs requested; partition jupyter allows 1 to 2 CPUs"),
+        (
+            {"profile": "custom", "partition": "jupyter", "cpus": "64"},
+            "64 CPUs requested; partition jupyter allows 1 to 2 CPUs",
+        ),
         ({"profile": "custom", "partition": "batch", "gpus": "1"}, "1 GPUs requested; partition batch has no GPUs"),
-        ({"profile": "custom", "partition": "jupyter", "hours": "48"}, "48 hours requested; partition jupyter allows 0.25 to 12 hours"),
+        (
+            {"profile": "custom", "partition": "jupyter", "hours": "48"},
+            "48 hours requested; partition jupyter allows 0.25 to 12 hours",
+        ),
         ({"profile": "custom", "partition": "jupyter; touch /tmp/pwned"}, "unknown partition"),
         ({"profile": "custom", "partition": "jupyter", "cpus": "1\n#SBATCH --uid=0"}, "cpus must be a number"),
     ],
@@ -139,16 +145,16 @@ def test_lost_compute_node_stops_the_server_and_another_node_serves(alice, login
     subprocess.run(["docker", "stop", "-t", "1", f"{PREFIX}-{node}"], check=True, capture_output=True)
     try:
         wait_for(lambda: alice.server() is None, timeout=45, what="the hub to notice the lost node")
-        wait_for(
-            lambda: "down" in login.check_output(f"sinfo -h -n {node} -o %T"), timeout=90, what=f"{node} down"
-        )
+        wait_for(lambda: "down" in login.check_output(f"sinfo -h -n {node} -o %T"), timeout=90, what=f"{node} down")
         alice.start(options={"profile": "small"})
         assert alice.run_code("import socket; print(socket.gethostname())").strip() == other
     finally:
         subprocess.run(["docker", "start", f"{PREFIX}-{node}"], check=True, capture_output=True)
         wait_for(
-            lambda: login.check_output(f"sinfo -h -n {node} -o %T") == "idle"
-            or "idle" in login.check_output(f"sinfo -h -n {node} -o %T"),
+            lambda: (
+                login.check_output(f"sinfo -h -n {node} -o %T") == "idle"
+                or "idle" in login.check_output(f"sinfo -h -n {node} -o %T")
+            ),
             timeout=120,
             what=f"{node} back",
         )
@@ -156,7 +162,9 @@ def test_lost_compute_node_stops_the_server_and_another_node_serves(alice, login
 
 def test_maintenance_refuses_new_spawns_and_keeps_running_servers(alice, bob):
     alice.start(options={"profile": "small"})
-    on = run_playbook("playbooks/hub.yml", "--limit", "hub", "--tags", "maintenance", "-e", '{"jupyterhub_maintenance": true}')
+    on = run_playbook(
+        "playbooks/hub.yml", "--limit", "hub", "--tags", "maintenance", "-e", '{"jupyterhub_maintenance": true}'
+    )
     assert on.returncode == 0, on.stdout[-2000:]
     try:
         r = bob.post("/users/bob/server", json={"profile": "small"})

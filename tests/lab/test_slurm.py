@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import recap_changed, run_playbook, wait_for
+from conftest import PLAYBOOK, recap_changed, run_playbook, wait_for
 
 NODES = {"node1", "node2"}
+pytestmark = pytest.mark.slurm
 
 
 def node_states(login) -> dict[tuple[str, str], str]:
@@ -100,7 +101,7 @@ def test_munge_key_is_one_key_owned_by_munge(login, hub, nodes):
 
 def test_check_mode_rerun_changes_nothing(login):
     before = login.file("/etc/munge/munge.key").sha256sum
-    result = run_playbook("playbooks/site.yml", "--check", "--diff")
+    result = run_playbook(PLAYBOOK, "--check", "--diff")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     changed = recap_changed(result.stdout)
     assert changed and all(n == 0 for n in changed.values()), changed
@@ -121,7 +122,7 @@ def test_check_mode_rerun_changes_nothing(login):
 )
 def test_bad_inventory_fails_before_any_host_changes(login, extra_vars, message):
     conf_before = login.file("/etc/slurm/slurm.conf").sha256sum
-    result = run_playbook("playbooks/site.yml", "-e", extra_vars)
+    result = run_playbook(PLAYBOOK, "-e", extra_vars)
     assert result.returncode != 0
     assert re.search(message, result.stdout), result.stdout[-3000:]
     changed = recap_changed(result.stdout)

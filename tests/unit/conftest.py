@@ -6,3 +6,4 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 for sub in ("filter_plugins", "module_utils", "library"):
     sys.path.insert(0, str(ROOT / sub))
+sys.path.insert(0, str(ROOT / "roles" / "jupyterhub" / "files"))

@@ -103,9 +103,7 @@ def check_limits(part: dict, *, cpus, memory_gb, hours, gpus) -> None:
     if not 1 <= cpus <= part["max_cpus"]:
         raise OptionsError(f"{cpus} CPUs requested; partition {name} allows 1 to {part['max_cpus']} CPUs")
     if not 1 <= memory_gb <= part["max_memory_gb"]:
-        raise OptionsError(
-            f"{memory_gb} GB memory requested; partition {name} allows 1 to {part['max_memory_gb']} GB"
-        )
+        raise OptionsError(f"{memory_gb} GB memory requested; partition {name} allows 1 to {part['max_memory_gb']} GB")
     if not 0.25 <= hours <= part["max_hours"]:
         raise OptionsError(f"{hours} hours requested; partition {name} allows 0.25 to {part['max_hours']} hours")
     max_gpus = part.get("max_gpus", 0)

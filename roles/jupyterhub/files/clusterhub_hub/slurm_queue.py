@@ -50,9 +50,7 @@ Runner = Callable[[list[str]], Awaitable[tuple[int, str, str]]]
 
 
 async def run_exec(argv: list[str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await proc.communicate()
     except asyncio.CancelledError:
@@ -74,10 +72,14 @@ class SlurmQueue:
         self.queries = 0
         self.failures = 0
         self.last_error = ""
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None
+        self._loop = None
 
     async def snapshot(self, max_age: float) -> dict[str, JobInfo] | None:
         """Jobs no older than max_age seconds; None when Slurm cannot be asked right now."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # one lock per event loop (the hub has one; tests make several)
+            self._lock, self._loop = asyncio.Lock(), loop
         async with self._lock:
             if self.clock() - self.taken_at > max_age:
                 await self._refresh()
@@ -99,7 +101,7 @@ class SlurmQueue:
             self.jobs = None
             self.last_error = err.strip()[:500]
 
-    async def job(self, job_id: str, max_age: float, not_before: float = float("-inf")) -> JobInfo | None | bool:
+    async def job(self, job_id: str, max_age: float, not_before: float = float("-inf")) -> JobInfo | bool | None:
         """JobInfo if the job is queued or running, False if Slurm says it is gone, None if unknown.
 
         A job missing from a snapshot taken before `not_before` (its submission) is looked up again

@@ -52,9 +52,7 @@ class ClusterSlurmSpawner(SlurmSpawner):
         25.0, help="Seconds a batched squeue snapshot is reused by polls (keep it below the poll interval)"
     ).tag(config=True)
     squeue_timeout = Float(15.0, help="Seconds before a squeue counts as unanswered").tag(config=True)
-    squeue_command = List(["squeue"], help="squeue argv prefix (e.g. via sudo where PrivateData=jobs)").tag(
-        config=True
-    )
+    squeue_command = List(["squeue"], help="squeue argv prefix (e.g. via sudo where PrivateData=jobs)").tag(config=True)
     unreachable_polls = Integer(
         2, help="Polls in a row at which a running job's server does not accept connections before it counts as lost"
     ).tag(config=True)
@@ -201,7 +199,11 @@ class ClusterSlurmSpawner(SlurmSpawner):
             self.log.warning(
                 "Server of %s (job %s on %s:%s) refused connections %s polls in a row: its node is lost; "
                 "cancelling the job",
-                self.user.name, self.job_id, self.ip, self.port, self._missed_polls,
+                self.user.name,
+                self.job_id,
+                self.ip,
+                self.port,
+                self._missed_polls,
             )
             try:
                 await self.cancel_batch_job()

@@ -1,0 +1,41 @@
+"""The example site inventory passes the same checks a real run applies before changing anything."""
+
+from pathlib import Path
+
+import yaml
+from clusterhub_hub.options import config_errors
+from clusterhub_slurm import slurm_inventory_errors
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "example"
+
+
+def load(name):
+    return yaml.safe_load((EXAMPLE / "group_vars" / "all" / name).read_text())
+
+
+def expand(pattern: str) -> list[str]:
+    # Ansible's host range syntax, e.g. cn[001:032].cluster.example.org
+    head, _, rest = pattern.partition("[")
+    if not rest:
+        return [pattern]
+    span, _, tail = rest.partition("]")
+    start, end = span.split(":")
+    return [f"{head}{str(i).zfill(len(start))}{tail}" for i in range(int(start), int(end) + 1)]
+
+
+def test_example_slurm_inventory_is_valid():
+    hosts = yaml.safe_load((EXAMPLE / "hosts.yml").read_text())["all"]["children"]
+    computes = [h for p in hosts["slurm_compute"]["hosts"] for h in expand(p)]
+    controllers = list(hosts["slurm_controller"]["hosts"])
+    nodes = {
+        "gpu01.cluster.example.org": yaml.safe_load(
+            (EXAMPLE / "host_vars" / "gpu01.cluster.example.org.yml").read_text()
+        )["slurm_node"]
+    }
+    assert len(computes) == 36
+    assert slurm_inventory_errors(computes, controllers, load("slurm.yml")["slurm_partitions"], nodes) == []
+
+
+def test_example_hub_profiles_fit_their_partitions():
+    hub = load("hub.yml")
+    assert config_errors(hub["jupyterhub_profiles"], hub["jupyterhub_partitions"], []) == []

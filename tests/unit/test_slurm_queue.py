@@ -1,0 +1,91 @@
+"""One batched squeue for all servers (roles/jupyterhub/files/clusterhub_hub/slurm_queue.py)."""
+
+import asyncio
+
+from clusterhub_hub.slurm_queue import SlurmQueue, parse_squeue
+
+# squeue -h --name jupyterhub -o '%i|%T|%B|%r', captured from the lab (Slurm 22.05)
+SQUEUE = """\
+41|RUNNING|node1|None
+42|PENDING|n/a|Resources
+43|COMPLETING|node2|None
+"""
+
+
+def test_parse_squeue():
+    jobs = parse_squeue(SQUEUE + "\n garbage line\n")
+    assert set(jobs) == {"41", "42", "43"}
+    assert jobs["41"].running and jobs["41"].node == "node1"
+    assert jobs["42"].pending and jobs["42"].node == "" and jobs["42"].reason == "Resources"
+    assert jobs["43"].running
+
+
+class FakeSqueue:
+    """Stands in for the squeue process: counts calls, answers what it is told."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = 0
+
+    async def __call__(self, argv):
+        self.calls += 1
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        if answer == "hang":
+            await asyncio.sleep(10)
+        return answer
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_fifty_servers_polling_share_one_squeue():
+    fake, clock = FakeSqueue([(0, SQUEUE, "")]), Clock()
+    queue = SlurmQueue(["squeue"], runner=fake, clock=clock)
+
+    async def poll_all():
+        return await asyncio.gather(*(queue.job(str(40 + i % 4), max_age=25) for i in range(50)))
+
+    results = run(poll_all())
+    assert fake.calls == 1
+    assert results[1].running and results[2].pending and results[0] is False  # job 40 is not in the queue
+    clock.now += 30
+    run(poll_all())
+    assert fake.calls == 2
+
+
+def test_a_failing_squeue_means_unknown_never_gone():
+    fake, clock = FakeSqueue([(1, "", "slurm_load_jobs error: Unable to contact slurm controller")]), Clock()
+    queue = SlurmQueue(["squeue"], runner=fake, clock=clock)
+    assert run(queue.job("41", max_age=25)) is None
+    assert queue.failures == 1 and "Unable to contact" in queue.last_error
+
+
+def test_a_hanging_squeue_times_out_as_unknown():
+    queue = SlurmQueue(["squeue"], timeout=0.05, runner=FakeSqueue(["hang"]))
+    assert run(queue.job("41", max_age=0)) is None
+
+
+def test_a_missing_squeue_binary_is_unknown():
+    queue = SlurmQueue(["squeue"], runner=FakeSqueue([FileNotFoundError("squeue")]))
+    assert run(queue.job("41", max_age=0)) is None
+
+
+def test_a_job_newer_than_the_snapshot_is_looked_up_again():
+    fake, clock = FakeSqueue([(0, "", ""), (0, "44|PENDING|n/a|Priority\n", "")]), Clock()
+    queue = SlurmQueue(["squeue"], runner=fake, clock=clock)
+    assert run(queue.job("41", max_age=25)) is False  # snapshot at t=100
+    clock.now += 1
+    info = run(queue.job("44", max_age=25, not_before=clock.now - 0.5))  # submitted after the snapshot
+    assert info.pending and info.reason == "Priority"
+    assert fake.calls == 2
