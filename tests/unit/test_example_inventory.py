@@ -4,6 +4,7 @@ from pathlib import Path
 
 import yaml
 from clusterhub_hub.options import config_errors
+
 from clusterhub_slurm import slurm_inventory_errors
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "example"
