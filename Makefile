@@ -65,7 +65,7 @@ molecule: venv host browser
 test: lint unit integration molecule
 
 bench: venv host
-	bash bench/lab.sh
+	python bench/lab.py
 	python bench/spawn.py
 
 clean: lab-down
