@@ -55,7 +55,9 @@ def wait_for(check, timeout: float = 60.0, interval: float = 0.5, what: str = "c
 
 def run_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
     """Run one of the project's playbooks against the lab, as a sysadmin would."""
-    env = dict(os.environ, CLUSTERHUB_LAB_PREFIX=PREFIX, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    # the project's own ansible.cfg, not the one of a molecule run that called these tests
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MOLECULE_"))}
+    env.update(CLUSTERHUB_LAB_PREFIX=PREFIX, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     return subprocess.run(
         ["ansible-playbook", "-i", "inventories/lab/hosts.yml", playbook, *args],
         cwd=ROOT,
