@@ -72,6 +72,11 @@ class ClusterSlurmSpawner(SlurmSpawner):
     def _default_start_timeout(self):
         return self.queue_timeout + self.startup_timeout + 30
 
+    @default("http_timeout")
+    def _default_http_timeout(self):
+        # the server reports its port before it answers; on a busy node JupyterLab may need longer than 30 s
+        return self.startup_timeout
+
     @default("req_job_name")
     def _default_req_job_name(self):
         return self.job_name
@@ -135,8 +140,10 @@ class ClusterSlurmSpawner(SlurmSpawner):
         self.port = self.traits()["port"].default_value
         if self.server:
             self.server.port = self.port
-        self._submitted_at = time.monotonic()
         await self.submit_batch_script()
+        # set after sbatch returned: a snapshot taken before this moment may lack the job (another
+        # spawner's refresh can run while sbatch is still talking to slurmctld)
+        self._submitted_at = time.monotonic()
         if not self.job_id:
             raise RuntimeError("Slurm did not accept the job (no job id in sbatch's output)")
         queued_since = time.monotonic()
@@ -144,7 +151,7 @@ class ClusterSlurmSpawner(SlurmSpawner):
             status = await self.query_job_status(max_age=self.startup_poll_interval)
             if status == JobStatus.RUNNING:
                 break
-            if status == JobStatus.NOTFOUND:
+            if status == JobStatus.NOTFOUND and await self.query_job_status(max_age=0) == JobStatus.NOTFOUND:
                 job, self.job_id = self.job_id, ""
                 raise RuntimeError(
                     f"Slurm job {job} ended before the server started; see ~/.jupyterhub_slurmspawner_{job}.log"
