@@ -172,6 +172,7 @@ class ClusterSlurmSpawner(SlurmSpawner):
                     f"{self.startup_timeout} s; see ~/.jupyterhub_slurmspawner_{job}.log"
                 )
             await asyncio.sleep(self.startup_poll_interval)
+        self._missed_polls = 0
         self.db.commit()
         self.log.info("Server of %s: job %s at %s:%s", self.user.name, self.job_id, self.ip, self.port)
         return self.ip, self.port
@@ -197,7 +198,9 @@ class ClusterSlurmSpawner(SlurmSpawner):
         if status == JobStatus.PENDING:
             return None
         if status == JobStatus.RUNNING:
-            if await self._server_reachable():
+            # JupyterHub also polls while a new server is still binding its port (spawn pending):
+            # only a server that was up counts as lost when it stops answering
+            if self.pending or await self._server_reachable():
                 self._missed_polls = 0
                 return None
             self._missed_polls = getattr(self, "_missed_polls", 0) + 1
