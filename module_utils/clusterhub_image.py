@@ -162,30 +162,34 @@ def _check_list(argument: str, value) -> list:
     return list(value)
 
 
-def check_apt_packages(argument: str, packages) -> list[str]:
+def _check_each(argument: str, values, pattern, what: str) -> list[str]:
+    """Every item a string matching pattern, else SpecError naming the item and what is allowed."""
     out = []
-    for i, pkg in enumerate(_check_list(argument, packages)):
-        if not isinstance(pkg, str) or not _APT_RE.match(pkg):
-            raise SpecError(
-                f"{argument}[{i}]",
-                f"{pkg!r} is not a Debian package name (lowercase letters, digits, +.-, optional :arch, "
-                "=version or /release; no spaces or shell metacharacters)",
-            )
-        out.append(pkg)
+    for i, value in enumerate(_check_list(argument, values)):
+        if not isinstance(value, str) or not pattern.match(value):
+            raise SpecError(f"{argument}[{i}]", f"{value!r} is not {what}")
+        out.append(value)
     return out
+
+
+def check_apt_packages(argument: str, packages) -> list[str]:
+    return _check_each(
+        argument,
+        packages,
+        _APT_RE,
+        "a Debian package name (lowercase letters, digits, +.-, optional :arch, "
+        "=version or /release; no spaces or shell metacharacters)",
+    )
 
 
 def check_pip_packages(argument: str, packages) -> list[str]:
-    out = []
-    for i, pkg in enumerate(_check_list(argument, packages)):
-        if not isinstance(pkg, str) or not _PIP_RE.match(pkg):
-            raise SpecError(
-                f"{argument}[{i}]",
-                f"{pkg!r} is not a pip requirement of the form name[extras]<op>version (no spaces, URLs, "
-                "environment markers or shell metacharacters; use pip_requirements for anything else)",
-            )
-        out.append(pkg)
-    return out
+    return _check_each(
+        argument,
+        packages,
+        _PIP_RE,
+        "a pip requirement of the form name[extras]<op>version (no spaces, URLs, "
+        "environment markers or shell metacharacters; use pip_requirements for anything else)",
+    )
 
 
 def _check_file(argument: str, path, kind: str = "file") -> str:

@@ -5,8 +5,6 @@ a maintenance switch, and polling that never stops a server because Slurm did no
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import time
 
 from batchspawner import JobStatus, SlurmSpawner
@@ -246,16 +244,3 @@ class ClusterSlurmSpawner(SlurmSpawner):
                 yield {"message": f"Job {self.job_id} running on {info.node}, starting JupyterLab…"}
                 return
             await asyncio.sleep(1)
-
-    def get_state(self):
-        state = super().get_state()
-        if self.user_options:
-            state["request"] = json.dumps(self.user_options)
-        return state
-
-
-def queue_stats() -> dict:
-    """Query counters of all queues of this hub process (for the metrics service and benchmarks)."""
-    return {
-        " ".join(k[0]): {"queries": q.queries, "failures": q.failures, "pid": os.getpid()} for k, q in _QUEUES.items()
-    }
