@@ -908,14 +908,18 @@ def decode_recipe_label(value: str | None) -> str:
     return value
 
 
-class DockerEngine:
-    """Builds with a temporary tag, validates, then ``docker tag`` to the final name and drops the temporary tag."""
-
-    name = "docker"
+class _Engine:
+    """An engine CLI (binary path) and the command runner it uses (run(argv) -> rc, out, err)."""
 
     def __init__(self, binary: str, run):
         self.bin = binary
         self.run = run
+
+
+class DockerEngine(_Engine):
+    """Builds with a temporary tag, validates, then ``docker tag`` to the final name and drops the temporary tag."""
+
+    name = "docker"
 
     def inspect(self, ref: str) -> dict | None:
         rc, out, err = self.run([self.bin, "image", "inspect", ref])
@@ -999,14 +1003,10 @@ def parse_apptainer_labels(text: str) -> dict:
     return labels if isinstance(labels, dict) else {}
 
 
-class ApptainerEngine:
+class ApptainerEngine(_Engine):
     """Builds to a temporary SIF in the destination directory, validates, then renames it over the final SIF."""
 
     name = "apptainer"
-
-    def __init__(self, binary: str, run):
-        self.bin = binary
-        self.run = run
 
     def inspect(self, path: str) -> dict | None:
         if not os.path.exists(path):
