@@ -60,7 +60,7 @@ integration: venv host
 
 molecule: venv host browser
 	CLUSTERHUB_LAB_PREFIX=chtest molecule test -s lab
-	CLUSTERHUB_LAB_PREFIX=chtest molecule test -s trixie
+	CLUSTERHUB_LAB_PREFIX=chtest molecule test -s bookworm
 
 test: lint unit integration molecule
 

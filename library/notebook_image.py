@@ -27,6 +27,8 @@ description:
     naming the argument.
   - Pip installs go into a virtual environment (O(venv)), so Debian's externally managed python3 (PEP 668) is
     left alone; the image must be Debian or Ubuntu based (C(apt-get), C(useradd)).
+  - Apptainer builds unpack the image in C(APPTAINER_TMPDIR) when the environment sets it, otherwise in a
+    scratch directory next to the target SIF (removed afterwards), since C(/tmp) is often small or C(noexec).
 version_added: "0.1.0"
 author:
   - clusterhub maintainers
@@ -454,8 +456,9 @@ def main() -> None:
 
     binary = module.get_bin_path(spec["engine"], required=True)
 
-    def run(argv, cwd=None):
-        return module.run_command(argv, cwd=cwd, environ_update={"LC_ALL": "C", "LANG": "C"}, check_rc=False)
+    def run(argv, cwd=None, env=None):
+        environ = {"LC_ALL": "C", "LANG": "C", **(env or {})}
+        return module.run_command(argv, cwd=cwd, environ_update=environ, check_rc=False)
 
     engine = make_engine(spec["engine"], binary, run)
     try:

@@ -1047,7 +1047,16 @@ class ApptainerEngine(_Engine):
         definition = os.path.join(context, "notebook.def")
         with open(definition, "w", encoding="utf-8") as fh:
             fh.write(recipe)
-        return self.run(self.build_argv(spec, definition, temp), cwd=context)
+        argv = self.build_argv(spec, definition, temp)
+        if os.environ.get("APPTAINER_TMPDIR"):
+            return self.run(argv, cwd=context)
+        # The unpacked root file system needs room and exec rights, which /tmp often lacks (tmpfs, noexec):
+        # scratch space next to the SIF instead, on the disk that will hold it, removed afterwards.
+        scratch = tempfile.mkdtemp(prefix=".build-", dir=os.path.dirname(spec["name"]))
+        try:
+            return self.run(argv, cwd=context, env={"APPTAINER_TMPDIR": scratch})
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def exec_argv(self, image: str, argv: list[str]) -> list[str]:
         return [self.bin, "exec", "--containall", "--cleanenv", image, *argv]

@@ -6,6 +6,7 @@ same prefix the lab inventory uses (CLUSTERHUB_LAB_PREFIX, default chlab for `ma
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -18,7 +19,7 @@ from hubclient import Hub, lab_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = os.environ.get("CLUSTERHUB_LAB_PREFIX", "chlab")
-# what the scenario converged: site.yml (everything) or cluster.yml (the trixie scenario: no hub)
+# what the scenario converged: site.yml (everything) or cluster.yml (the bookworm scenario: no hub)
 PLAYBOOK = os.environ.get("CLUSTERHUB_LAB_PLAYBOOK", "playbooks/site.yml")
 
 
@@ -67,6 +68,32 @@ def run_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
         timeout=900,
         check=False,
     )
+
+
+def run_module(host: str, module: str, args: dict) -> dict:
+    """Run one module on a lab host with the project's settings; return its result (rc, msg, changed, ...)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MOLECULE_"))}
+    env.update(
+        CLUSTERHUB_LAB_PREFIX=PREFIX,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+    )
+    proc = subprocess.run(
+        ["ansible", host, "-i", "inventories/lab/hosts.yml", "-m", module, "-a", json.dumps(args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    try:
+        plays = json.loads(proc.stdout)["plays"]
+    except (ValueError, KeyError):
+        output = proc.stdout[-2000:] + proc.stderr[-2000:]
+        raise AssertionError(f"ansible {module} gave no JSON result: {output}") from None
+    return plays[0]["tasks"][0]["hosts"][host]
 
 
 def recap_changed(output: str) -> dict[str, int]:

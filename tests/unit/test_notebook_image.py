@@ -777,8 +777,12 @@ class FakeApptainer:
         self.fail_build = fail_build
         self.fail_check = fail_check
 
-    def __call__(self, argv, cwd=None):
+    def __call__(self, argv, cwd=None, env=None):
         assert argv[0] == "/usr/bin/apptainer"
+        if argv[1] == "build":
+            # scratch space on the SIF's disk unless the site set APPTAINER_TMPDIR
+            assert os.path.isdir(env["APPTAINER_TMPDIR"])
+            assert os.path.dirname(env["APPTAINER_TMPDIR"]) == os.path.dirname(argv[-2])
         cmd = argv[1:]
         self.calls.append((cmd, cwd))
         if cmd[0] == "build":
