@@ -16,8 +16,11 @@ options = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_sp
 _spec.loader.exec_module(options)  # registered first: dataclasses look their module up in sys.modules
 
 
-def jupyterhub_profile_errors(profiles, partitions, images=None) -> list[str]:
-    return options.config_errors(list(profiles), list(partitions), list(images or []))
+def jupyterhub_profile_errors(profiles, partitions, images=None, docker=None) -> list[str]:
+    """One sentence per problem; docker is {"images": jupyterhub_docker_images, "gpus": jupyterhub_docker_gpus}."""
+    docker = dict(docker or {})
+    docker = {"images": list(docker.get("images") or []), "gpus": docker.get("gpus", 0)}
+    return options.config_errors(list(profiles), list(partitions), list(images or []), docker)
 
 
 class FilterModule:

@@ -102,7 +102,11 @@ def test_papermill_runs_a_parameterised_notebook_in_the_sif_as_a_slurm_job(login
     assert login.file("/home/alice/papermill/out.ipynb").user == "alice"
 
 
-@pytest.mark.skipif(PLAYBOOK != "playbooks/site.yml", reason="the scenario did not converge the hub")
+HUB = pytest.mark.skipif(PLAYBOOK != "playbooks/site.yml", reason="the scenario did not converge the hub")
+OVERLAY = "/home/{user}/.clusterhub/{user}.img"
+
+
+@HUB
 def test_hub_server_in_the_image_runs_in_apptainer_on_a_node(hub_as, login):
     alice = hub_as("alice")
     alice.stop()
@@ -114,6 +118,9 @@ def test_hub_server_in_the_image_runs_in_apptainer_on_a_node(hub_as, login):
         host, name, prefix, uid = out.split()
         assert host in {"node1", "node2"}
         assert (name, prefix) == ("python.sif", "/opt/notebook")
+        # the wrapper made alice's overlay on first use: hers, private, the configured size
+        overlay = login.file(OVERLAY.format(user="alice"))
+        assert (overlay.user, overlay.mode, overlay.size) == ("alice", 0o600, 256 * 2**20)
         assert int(uid) == login.user("alice").uid
     finally:
         alice.stop()
@@ -161,3 +168,88 @@ def test_bad_container_settings_fail_before_any_host_changes(login, extra_vars, 
     changed = recap_changed(result.stdout)
     assert changed and all(n == 0 for n in changed.values()), changed
     assert login.file("/etc/apptainer/apptainer.conf").sha256sum == conf_before
+
+
+@HUB
+def test_the_overlay_home_survives_a_size_change_and_hides_other_users(hub_as, login, bob_overlay):
+    alice = hub_as("alice")
+    alice.stop()
+    overlay = OVERLAY.format(user="alice")
+    try:
+        alice.start(options={"profile": "small", "image": "python"})
+        out = alice.run_code(
+            "import os; open(os.path.expanduser('~/keep.txt'), 'w').write('kept'); "
+            "print(os.path.expanduser('~'), os.path.exists('/home/bob'), os.path.exists('/home/alice/.clusterhub'))"
+        )
+        assert out.split() == ["/home/alice", "False", "False"], "only her overlay: no host home, no bob"
+        alice.stop()
+        # the site doubles the overlay size and re-runs the playbook: nothing is reformatted
+        result = run_playbook("playbooks/containers.yml", "-e", "job_wrappers_overlay_size_mib=512")
+        assert result.returncode == 0, result.stdout[-3000:]
+        alice.start(options={"profile": "small", "image": "python"})
+        assert alice.run_code("import os; print(open(os.path.expanduser('~/keep.txt')).read())").strip() == "kept"
+        assert login.file(overlay).size == 256 * 2**20, "kept at its size until grown explicitly"
+        log = login.file("/home/alice/.clusterhub/logs/alice/startjob.log").content_string
+        assert "kept " + overlay in log and "clusterhub-overlay grow" in log
+    finally:
+        alice.stop()
+        run_playbook("playbooks/containers.yml")
+        wait_for(lambda: not squeue_jobs(login, "alice"), what="alice's job gone")
+
+
+@pytest.fixture
+def bob_overlay(nodes):
+    """bob has an overlay too (made by the wrapper's tool as bob), so there is something to hide."""
+    nodes[0].check_output(
+        "sudo -u bob mkdir -p -m 0700 /home/bob/.clusterhub && "
+        "sudo -u bob clusterhub-overlay ensure /home/bob/.clusterhub/bob.img --size-mib 64 --home bob"
+    )
+    return "/home/bob/.clusterhub/bob.img"
+
+
+def test_a_damaged_overlay_stops_only_that_users_start(nodes, login):
+    node = nodes[0]
+    node.check_output(
+        "sudo -u bob mkdir -p -m 0700 /home/bob/.clusterhub && "
+        "sudo -u bob clusterhub-overlay ensure /home/bob/.clusterhub/bob.img --size-mib 64 --home bob"
+    )
+    node.check_output("cp -a /home/bob/.clusterhub/bob.img /home/bob/.clusterhub/bob.img.good")
+    try:
+        node.check_output("debugfs -w -R 'clri <2>' /home/bob/.clusterhub/bob.img")
+        bad = node.run(f"sudo -u bob clusterhub-startjob {SIF} true")
+        assert bad.rc != 0
+        assert "your server cannot start" in bad.stderr and "is damaged" in bad.stderr
+        # alice is not affected
+        assert node.run(f"sudo -u alice clusterhub-startjob {SIF} true").rc == 0
+    finally:
+        node.check_output("mv /home/bob/.clusterhub/bob.img.good /home/bob/.clusterhub/bob.img")
+
+
+def test_maintenance_switch_stops_a_start_with_its_message(nodes):
+    node = nodes[0]
+    node.check_output("echo 'Back at 14:00.' > /etc/clusterhub/maintenance")
+    try:
+        result = node.run(f"sudo -u alice clusterhub-startjob {SIF} true")
+        assert result.rc == 75
+        assert "maintenance: Back at 14:00." in result.stderr
+    finally:
+        node.check_output("rm -f /etc/clusterhub/maintenance")
+
+
+@HUB
+def test_the_docker_image_of_the_same_spec_runs_papermill_too(hub, login):
+    """notebook_images built the lab's one spec twice: a SIF (above) and a Docker image on the hub."""
+    login.check_output("sudo -u alice mkdir -p /home/alice/papermill-docker")
+    login.check_output(
+        f"printf %s {shlex.quote(json.dumps(NOTEBOOK))} | sudo -u alice tee /home/alice/papermill-docker/in.ipynb"
+        " >/dev/null"
+    )
+    labels = json.loads(hub.check_output("docker image inspect clusterhub/python:latest"))[0]["Config"]["Labels"]
+    assert len(labels[HASH_LABEL]) == 64
+    hub.check_output(
+        "docker run --rm --network none --user 2001:2001 -v /home/alice/papermill-docker:/work -w /work "
+        "clusterhub/python:latest python -m papermill in.ipynb out.ipynb -p n 6"
+    )
+    out = json.loads(login.file("/home/alice/papermill-docker/out.ipynb").content_string)
+    printed = "".join("".join(o.get("text", "")) for c in out["cells"] for o in c.get("outputs", []))
+    assert printed.strip() == "42 None"

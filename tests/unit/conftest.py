@@ -7,3 +7,4 @@ ROOT = Path(__file__).resolve().parents[2]
 for sub in ("filter_plugins", "module_utils", "library"):
     sys.path.insert(0, str(ROOT / sub))
 sys.path.insert(0, str(ROOT / "roles" / "jupyterhub" / "files"))
+sys.path.insert(0, str(ROOT / "roles" / "job_wrappers" / "files"))

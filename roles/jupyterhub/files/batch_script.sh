@@ -29,5 +29,15 @@ mkdir -m 0700 -p "$JUPYTER_RUNTIME_DIR"
 trap 'rm -rf "$JUPYTER_RUNTIME_DIR"' EXIT
 echo "clusterhub: job ${SLURM_JOB_ID} on $(hostname) for $(id -un), ${SLURM_CPUS_PER_TASK:-1} CPUs"
 {{prologue}}
+{% if image_path %}
+# The server runs in the chosen Apptainer image: the image's own environment provides the commands
+# (so the node venv's paths are dropped from cmd) and --nv hands the job's GPUs in. Where the
+# job_wrappers role is installed, clusterhub-startjob adds the maintenance switch, the user's
+# persistent overlay and the site's binds; otherwise apptainer.conf binds the home and /tmp.
+launcher=(apptainer exec)
+if command -v clusterhub-startjob >/dev/null; then launcher=(clusterhub-startjob); fi
+"${launcher[@]}" {% if gres %}--nv {% endif %}{{image_path}} {{cmd | replace(singleuser_venv ~ "/bin/", "")}}
+{% else %}
 {{cmd}}
+{% endif %}
 {{epilogue}}

@@ -3,6 +3,10 @@
 Plain Python (no JupyterHub import), so the rules are unit-tested and shared with the role's
 inventory validation. Every value that reaches the batch script passes through `validate_options`,
 which accepts only whole numbers and known names: nothing a user types is ever interpolated.
+
+A profile has a kind: `slurm` (the default: a batch job on a partition) or `docker` (a container on the
+hub's Docker host, from one of the site's Docker images, with all, some or no GPUs). Docker limits
+come from `docker`, a dict {"images": [{name, display_name, image}], "gpus": GPUs on the host}.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ NUMBER_RE = re.compile(r"^\d{1,4}(\.\d{1,2})?$")
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 CUSTOM = "custom"
+KINDS = ("slurm", "docker")
+ALL_GPUS = "all"
 
 
 class OptionsError(ValueError):
@@ -31,8 +37,9 @@ class Request:
     cpus: int
     memory_gb: int
     hours: float
-    gpus: int
+    gpus: int | str  # a count; "all" only for docker
     image: str = ""
+    kind: str = "slurm"
 
     @property
     def runtime(self) -> str:
@@ -40,6 +47,18 @@ class Request:
         return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
 
     def as_user_options(self) -> dict:
+        if self.kind == "docker":
+            # the docker_* names are the ones validate_options reads for docker profiles
+            return {
+                "profile": self.profile,
+                "kind": self.kind,
+                "cpus": self.cpus,
+                "memory_gb": self.memory_gb,
+                "image": self.image,
+                "gpus": self.gpus,
+                "docker_image": self.image,
+                "docker_gpus": self.gpus,
+            }
         return {
             "profile": self.profile,
             "partition": self.partition,
@@ -48,6 +67,7 @@ class Request:
             "hours": self.hours,
             "gpus": self.gpus,
             "image": self.image,
+            "kind": self.kind,
         }
 
 
@@ -55,13 +75,60 @@ def _partitions_by_name(partitions: list[dict]) -> dict[str, dict]:
     return {p["name"]: p for p in partitions}
 
 
-def config_errors(profiles: list[dict], partitions: list[dict], images: list[dict] | None = None) -> list[str]:
-    """Check the site's profiles against its partition limits; one sentence per problem."""
+def _docker_image_names(docker: dict | None) -> list[str]:
+    return [i["name"] for i in (docker or {}).get("images", [])]
+
+
+def docker_gpus(raw, host_gpus: int, field: str = "gpus") -> int | str:
+    """A Docker GPU request: "all", or a count from 0 to the host's GPUs; OptionsError otherwise."""
+    if raw == ALL_GPUS:
+        gpus = ALL_GPUS
+    else:
+        gpus = _number(raw, field)
+        if isinstance(gpus, float):
+            raise OptionsError(f"{field} must be a whole number or '{ALL_GPUS}'")
+    if gpus == 0:
+        return 0
+    if host_gpus == 0:
+        raise OptionsError(
+            f"{gpus} GPUs requested; the Docker host has no GPUs configured (jupyterhub_docker_gpus is 0)"
+        )
+    if gpus != ALL_GPUS and gpus > host_gpus:
+        raise OptionsError(f"{gpus} GPUs requested; the Docker host has {host_gpus} GPUs")
+    return gpus
+
+
+def _docker_profile_errors(label: str, prof: dict, docker: dict | None) -> list[str]:
+    errors = []
+    names = _docker_image_names(docker)
+    if not names:
+        errors.append(f"{label}: a docker profile needs jupyterhub_docker_images, which is empty")
+    elif prof.get("image", names[0]) not in names:
+        errors.append(f"{label}: image {prof.get('image')!r} is not in jupyterhub_docker_images ({', '.join(names)})")
+    for key in ("cpus", "memory_gb"):
+        value = prof.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(f"{label}: {key} must be a whole number of at least 1")
+    try:
+        docker_gpus(prof.get("gpus", 0), (docker or {}).get("gpus", 0))
+    except OptionsError as e:
+        errors.append(f"{label}: {e}")
+    return errors
+
+
+def config_errors(
+    profiles: list[dict], partitions: list[dict], images: list[dict] | None = None, docker: dict | None = None
+) -> list[str]:
+    """Check the site's profiles against its partition limits and Docker host; one sentence per problem."""
     errors = []
     parts = _partitions_by_name(partitions)
     image_names = {i["name"] for i in images or []}
-    if not partitions:
+    slurm_profiles = [p for p in profiles if p.get("kind", "slurm") == "slurm"]
+    if not partitions and (slurm_profiles or not profiles):
         errors.append("jupyterhub_partitions is empty: at least one partition must be offered")
+    host_gpus = (docker or {}).get("gpus", 0)
+    if isinstance(host_gpus, bool) or not isinstance(host_gpus, int) or host_gpus < 0:
+        errors.append("jupyterhub_docker_gpus must be a whole number, 0 or more")
     for p in partitions:
         if not NAME_RE.match(str(p.get("name", ""))):
             errors.append(f"jupyterhub_partitions: {p.get('name')!r} is not a partition name")
@@ -77,6 +144,13 @@ def config_errors(profiles: list[dict], partitions: list[dict], images: list[dic
         label = f"jupyterhub_profiles ({prof.get('slug')})"
         if not SLUG_RE.match(str(prof.get("slug", ""))) or prof.get("slug") == CUSTOM:
             errors.append(f"{label}: slug must be lower-case letters, digits, '-', '_' and not '{CUSTOM}'")
+            continue
+        kind = prof.get("kind", "slurm")
+        if kind not in KINDS:
+            errors.append(f"{label}: kind {kind!r} is not one of {', '.join(KINDS)}")
+            continue
+        if kind == "docker":
+            errors.extend(_docker_profile_errors(label, prof, docker))
             continue
         part = parts.get(prof.get("partition"))
         if part is None:
@@ -123,8 +197,35 @@ def _number(raw, field: str, pattern: re.Pattern = INT_RE) -> float:
     return float(raw) if "." in raw else int(raw)
 
 
+def _docker_request(raw: dict, prof: dict, docker: dict | None) -> Request:
+    """A docker profile's request: its image (or the user's `docker_image` choice) and GPUs (or `docker_gpus`)."""
+    names = _docker_image_names(docker)
+    image = raw.get("docker_image") or prof.get("image") or (names[0] if names else "")
+    if image not in names:
+        raise OptionsError(f"unknown Docker image {str(image)[:60]!r}; choose one of {', '.join(names) or 'none'}")
+    asked = raw.get("docker_gpus")
+    asked = prof.get("gpus", 0) if asked in (None, "") else asked
+    gpus = docker_gpus(asked, (docker or {}).get("gpus", 0), "docker_gpus")
+    return Request(
+        profile=prof["slug"],
+        partition="",
+        cpus=prof.get("cpus", 1),
+        memory_gb=prof.get("memory_gb", 1),
+        hours=0,
+        gpus=gpus,
+        image=image,
+        kind="docker",
+    )
+
+
 def validate_options(
-    raw: dict, profiles: list[dict], partitions: list[dict], images: list[dict] | None = None, allow_custom=True
+    raw: dict,
+    profiles: list[dict],
+    partitions: list[dict],
+    images: list[dict] | None = None,
+    allow_custom=True,
+    *,
+    docker: dict | None = None,
 ) -> Request:
     """Turn form fields or a REST body into a Request, or raise OptionsError saying why not."""
     if not isinstance(raw, dict):
@@ -147,6 +248,8 @@ def validate_options(
             "gpus": _number(raw.get("gpus", 0), "gpus"),
         }
         image = raw.get("image") or (image_names[0] if image_names else "")
+    elif slug in by_slug and by_slug[slug].get("kind", "slurm") == "docker":
+        return _docker_request(raw, by_slug[slug], docker)
     elif slug in by_slug:
         prof = by_slug[slug]
         partition = prof["partition"]
@@ -160,8 +263,33 @@ def validate_options(
     return Request(profile=slug, partition=partition, image=image or "", **chosen)
 
 
-def render_form(profiles: list[dict], partitions: list[dict], images=None, allow_custom=True, notice="") -> str:
-    """The spawn form: profile cards, an optional custom section bounded by the partition limits."""
+def _gpu_text(gpus) -> str:
+    if gpus == ALL_GPUS:
+        return ", all GPUs"
+    return f", {gpus} GPU" if gpus else ""
+
+
+def _summary(p: dict, docker: dict | None) -> str:
+    if p.get("kind", "slurm") == "docker":
+        by_name = {i["name"]: i for i in (docker or {}).get("images", [])}
+        names = list(by_name)
+        image = by_name.get(p.get("image") or (names[0] if names else ""), {})
+        shown = image.get("display_name", image.get("name", ""))
+        return f"{p.get('cpus', 1)} CPU, {p.get('memory_gb', 1)} GB{_gpu_text(p.get('gpus', 0))}, Docker: {shown}"
+    gpus = f", {p.get('gpus', 0)} GPU" if p.get("gpus") else ""
+    return f"{p.get('cpus', 1)} CPU, {p.get('memory_gb', 1)} GB, {p.get('hours', 1)} h{gpus} on {p['partition']}"
+
+
+def render_form(
+    profiles: list[dict],
+    partitions: list[dict],
+    images=None,
+    allow_custom=True,
+    notice="",
+    *,
+    docker: dict | None = None,
+) -> str:
+    """The spawn form: profile cards (Slurm and Docker), a custom Slurm section bounded by the partition limits."""
     esc = html.escape
     out = []
     if notice:
@@ -169,16 +297,16 @@ def render_form(profiles: list[dict], partitions: list[dict], images=None, allow
     out.append('<fieldset class="clusterhub-profiles"><legend>Resources</legend>')
     for i, p in enumerate(profiles):
         checked = " checked" if i == 0 else ""
-        gpus = f", {p.get('gpus', 0)} GPU" if p.get("gpus") else ""
-        summary = f"{p.get('cpus', 1)} CPU, {p.get('memory_gb', 1)} GB, {p.get('hours', 1)} h{gpus} on {p['partition']}"
+        summary = _summary(p, docker)
+        kind = esc(p.get("kind", "slurm"))
         out.append(
-            f'<div class="form-check"><input class="form-check-input" type="radio" name="profile" '
+            f'<div class="form-check" data-kind="{kind}"><input class="form-check-input" type="radio" name="profile" '
             f'id="profile-{esc(p["slug"])}" value="{esc(p["slug"])}"{checked}>'
             f'<label class="form-check-label" for="profile-{esc(p["slug"])}"><strong>'
             f"{esc(p.get('display_name', p['slug']))}</strong> <small>{esc(summary)}</small>"
             f"{' — ' + esc(p['description']) if p.get('description') else ''}</label></div>"
         )
-    if allow_custom:
+    if allow_custom and partitions:
         out.append(
             '<div class="form-check"><input class="form-check-input" type="radio" name="profile" '
             f'id="profile-custom" value="{CUSTOM}"{"" if profiles else " checked"}>'
@@ -211,4 +339,23 @@ def render_form(profiles: list[dict], partitions: list[dict], images=None, allow
             f'<option value="{esc(i["name"])}">{esc(i.get("display_name", i["name"]))}</option>' for i in images
         )
         out.append(f'<label>Image <select name="image" class="form-select">{opts}</select></label>')
+    docker_images = (docker or {}).get("images", [])
+    if any(p.get("kind", "slurm") == "docker" for p in profiles):
+        if len(docker_images) > 1:
+            opts = "".join(
+                f'<option value="{esc(i["name"])}">{esc(i.get("display_name", i["name"]))}</option>'
+                for i in docker_images
+            )
+            out.append(
+                '<label>Docker image <select name="docker_image" class="form-select">'
+                f'<option value="">the profile\'s</option>{opts}</select></label>'
+            )
+        host_gpus = (docker or {}).get("gpus", 0)
+        if host_gpus:
+            opts = "".join(f'<option value="{n}">{n}</option>' for n in range(host_gpus + 1))
+            out.append(
+                '<label>GPUs (Docker) <select name="docker_gpus" class="form-select">'
+                f'<option value="">the profile\'s</option>{opts}<option value="{ALL_GPUS}">all</option>'
+                "</select></label>"
+            )
     return "\n".join(out)

@@ -25,13 +25,19 @@ def _apply_user_options(spawner: ClusterSlurmSpawner, user_options: dict) -> Non
         )
     except OptionsError as e:
         raise web.HTTPError(400, f"Cannot start the server: {e}", reason=str(e)) from None
+    if request.kind != "slurm":
+        reason = f"profile {request.profile} runs on Docker, not on Slurm"
+        raise web.HTTPError(400, f"Cannot start the server: {reason}", reason=reason)
     spawner.request = request
     spawner.req_partition = request.partition
     spawner.req_nprocs = str(request.cpus)
     spawner.req_memory = f"{request.memory_gb}G"
     spawner.req_runtime = request.runtime
     spawner.req_gres = f"gpu:{request.gpus}" if request.gpus else ""
-    spawner.req_image = request.image
+    # the batch script gets the image's path on the nodes (the form and REST name it; batchspawner lays
+    # user_options over the req_* values, so the path needs a name of its own)
+    paths = {i["name"]: i.get("path", "") for i in spawner.images}
+    spawner.req_image_path = paths.get(request.image, "") if request.image else ""
     spawner.user_options = request.as_user_options()
 
 
@@ -54,7 +60,9 @@ class ClusterSlurmSpawner(SlurmSpawner):
     unreachable_polls = Integer(
         2, help="Polls in a row at which a running job's server does not accept connections before it counts as lost"
     ).tag(config=True)
-    req_image = Unicode("", help="Image path chosen in the form (for container-aware batch scripts)").tag(config=True)
+    req_image_path = Unicode("", help="Path on the nodes of the image chosen in the form (for the batch script)").tag(
+        config=True
+    )
     req_job_name = Unicode("jupyterhub").tag(config=True)
     req_singleuser_venv = Unicode("/opt/jupyter", help="Venv of the single-user server on the nodes").tag(config=True)
 

@@ -1,0 +1,160 @@
+"""ClusterSpawner: one form with Slurm and Docker profiles; each server runs on the kind its profile names.
+
+The hub talks to this spawner; it validates the request (options.py), then builds a child spawner of
+the profile's kind (ClusterSlurmSpawner or ClusterDockerSpawner) from the same constructor arguments
+the hub gave it (user, orm_spawner, oauth client, ...), so the child shares the server record. Start,
+stop, poll and progress go to the child. The child's kind and state are persisted in the hub's
+database, so after a hub restart the running job or container is found again. State written by the
+plain ClusterSlurmSpawner (no kind) is read as Slurm state: switching a hub to this spawner keeps its
+running servers.
+"""
+
+from __future__ import annotations
+
+from jupyterhub.spawner import Spawner
+from tornado import web
+from traitlets import Any, Bool, Integer, List, Unicode, default, observe
+
+from .docker import ClusterDockerSpawner
+from .kinds import child_kind, child_state, wrap_state
+from .options import OptionsError, render_form, validate_options
+
+# imported when the hub loads its spawner class, not at the first spawn: importing batchspawner
+# registers the API handler through which Slurm jobs report their port (/hub/api/batchspawner)
+from .spawner import ClusterSlurmSpawner
+
+_CLASSES = {"slurm": ClusterSlurmSpawner, "docker": ClusterDockerSpawner}
+
+_FLAGS = ("_spawn_pending", "_start_pending", "_stop_pending", "_check_pending")
+
+
+async def _apply_user_options(spawner: ClusterSpawner, user_options: dict) -> None:
+    try:
+        request = validate_options(
+            user_options or {},
+            spawner.profiles,
+            spawner.partitions,
+            spawner.images,
+            spawner.allow_custom,
+            docker={"images": spawner.docker_images, "gpus": spawner.host_gpus},
+        )
+    except OptionsError as e:
+        raise web.HTTPError(400, f"Cannot start the server: {e}", reason=str(e)) from None
+    child = spawner.make_child(request.kind)
+    # the child checks the request again with its own rules and sets its job or container from it
+    await child._run_apply_user_options(request.as_user_options())
+    spawner.user_options = child.user_options
+
+
+class ClusterSpawner(Spawner):
+    profiles = List(help="Resource profiles, each with kind slurm (default) or docker").tag(config=True)
+    partitions = List(help="Slurm partitions with their limits").tag(config=True)
+    images = List(help="Slurm (Apptainer) images").tag(config=True)
+    allow_custom = Bool(True, help="Offer custom Slurm resources within the partition limits").tag(config=True)
+    docker_images = List(help="Docker images offered: name, display_name, image").tag(config=True)
+    host_gpus = Integer(0, help="GPUs on the Docker host usable by containers").tag(config=True)
+    maintenance_file = Unicode(
+        "/etc/jupyterhub/maintenance", help="While this file exists, new spawns are refused with its text"
+    ).tag(config=True)
+
+    kind = Unicode("", help="Kind of the current server's child spawner ('' when none)")
+    child = Any(None, allow_none=True, help="The child spawner of the current server")
+
+    def __init__(self, **kwargs):
+        self._child_kwargs = dict(kwargs)
+        super().__init__(**kwargs)
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return _apply_user_options
+
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        return self._simple_options_from_form
+
+    @default("options_form")
+    def _default_options_form(self):
+        return self._render_options_form
+
+    def _render_options_form(self, spawner=None):
+        docker = {"images": self.docker_images, "gpus": self.host_gpus}
+        notice = self.maintenance_notice()
+        return render_form(self.profiles, self.partitions, self.images, self.allow_custom, notice, docker=docker)
+
+    def maintenance_notice(self) -> str:
+        try:
+            with open(self.maintenance_file, encoding="utf-8") as f:
+                text = f.read().strip()
+        except FileNotFoundError:
+            return ""
+        return text or "The cluster is in maintenance: new servers cannot be started right now."
+
+    def make_child(self, kind: str) -> Spawner:
+        """A child spawner of this kind, sharing the hub's server record and tokens with this one."""
+        kwargs = dict(self._child_kwargs, user_options=self.user_options)
+        self.child = _CLASSES[kind](**kwargs)
+        self.kind = kind
+        self.child.api_token = self.api_token
+        # the hub reads these from the spawner it knows (this one) while the child works
+        self.start_timeout = self.child.start_timeout
+        self.http_timeout = self.child.http_timeout
+        return self.child
+
+    def _sync_flags(self) -> None:
+        for flag in _FLAGS:
+            setattr(self.child, flag, getattr(self, flag))
+
+    @observe("port")
+    def _forward_port(self, change):
+        # batchspawner's single-user side reports its port to the hub API, which sets it here
+        if self.child is not None and change.new:
+            self.child.port = change.new
+
+    def load_state(self, state):
+        super().load_state(state)
+        kind = child_kind(state or {})
+        if kind in _CLASSES:
+            self.make_child(kind).load_state(child_state(state))
+
+    def get_state(self):
+        state = super().get_state()
+        if self.child is not None:
+            state.update(wrap_state(self.kind, self.child.get_state()))
+        return state
+
+    def clear_state(self):
+        super().clear_state()
+        if self.child is not None:
+            self.child.clear_state()
+        self.child = None
+        self.kind = ""
+
+    async def start(self):
+        notice = self.maintenance_notice()
+        if notice:
+            raise web.HTTPError(503, notice, reason=notice)
+        if self.child is None:  # apply_user_options always runs first; this is a safety net
+            await self._run_apply_user_options(self.user_options)
+        self.child.api_token = self.api_token
+        self._sync_flags()
+        url = await self.child.start()
+        self.api_token = self.child.api_token
+        return url
+
+    async def stop(self, now=False):
+        if self.child is not None:
+            self._sync_flags()
+            await self.child.stop(now=now)
+
+    async def poll(self):
+        if self.child is None:
+            return 0
+        self._sync_flags()
+        return await self.child.poll()
+
+    async def progress(self):
+        if self.child is None:
+            return
+        self._sync_flags()
+        async for event in self.child.progress():
+            yield event

@@ -1,0 +1,96 @@
+"""ClusterDockerSpawner: a user's server in a container on the hub's Docker host (GPU workstation mode).
+
+dockerspawner's SystemUserSpawner, so the container runs as the user's own uid:gid (from the hub
+host's passwd, the same accounts Slurm uses) with the user's home directory bind-mounted read-write:
+files belong to the user, with no permission fix-up, and persist across container restarts. A
+shared data directory is mounted read-only. GPUs are Docker device requests (all, a count, none).
+The image, CPU, memory and GPU values come only from a validated Request (options.py).
+"""
+
+from __future__ import annotations
+
+from dockerspawner import SystemUserSpawner
+from tornado import web
+from traitlets import Bool, Integer, List, Unicode, default
+
+from .kinds import device_requests
+from .options import OptionsError, validate_options
+
+
+def _apply_user_options(spawner: ClusterDockerSpawner, user_options: dict) -> None:
+    """Validate the request (form or REST body) and set the container's image and limits from it."""
+    try:
+        request = validate_options(
+            user_options or {},
+            spawner.profiles,
+            spawner.partitions,
+            spawner.images,
+            spawner.allow_custom,
+            docker={"images": spawner.docker_images, "gpus": spawner.host_gpus},
+        )
+    except OptionsError as e:
+        raise web.HTTPError(400, f"Cannot start the server: {e}", reason=str(e)) from None
+    if request.kind != "docker":
+        reason = f"profile {request.profile} runs on Slurm, not on Docker"
+        raise web.HTTPError(400, f"Cannot start the server: {reason}", reason=reason)
+    spawner.request = request
+    spawner.image = {i["name"]: i["image"] for i in spawner.docker_images}[request.image]
+    spawner.cpu_limit = float(request.cpus)
+    spawner.mem_limit = f"{request.memory_gb}G"
+    # dicts, not callables: SystemUserSpawner.start adds the user (uid:gid) and working_dir to them
+    host_config = {"security_opt": ["no-new-privileges"], "cap_drop": ["ALL"]}
+    if request.gpus:
+        host_config["device_requests"] = device_requests(request.gpus)
+    spawner.extra_host_config = host_config
+    spawner.extra_create_kwargs = {
+        "labels": {"org.clusterhub.user": spawner.user.name, "org.clusterhub.profile": request.profile}
+    }
+    # dockerspawner reads user_options["image"] as a name of allowed_images: keep only validated values
+    spawner.user_options = request.as_user_options()
+
+
+class ClusterDockerSpawner(SystemUserSpawner):
+    profiles = List(help="Resource profiles (the same list the Slurm spawner gets)").tag(config=True)
+    partitions = List(help="Slurm partitions with their limits").tag(config=True)
+    images = List(help="Slurm (Apptainer) images").tag(config=True)
+    allow_custom = Bool(True, help="Whether the form offers custom Slurm resources").tag(config=True)
+    docker_images = List(help="Docker images offered: dicts with name, display_name, image (reference)").tag(
+        config=True
+    )
+    host_gpus = Integer(0, help="GPUs on the Docker host usable by containers (0: none)").tag(config=True)
+    shared_dir = Unicode("", help="Host directory mounted read-only in every container ('' for none)").tag(config=True)
+    shared_mount = Unicode("/shared", help="Where the shared directory appears in the container").tag(config=True)
+    hub_api_port = Integer(8081, help="Port of the hub API, reached through the network's gateway").tag(config=True)
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return _apply_user_options
+
+    @default("remove")
+    def _default_remove(self):
+        return True  # the home directory holds what persists; a new spawn gets the profile's current image
+
+    @default("run_as_root")
+    def _default_run_as_root(self):
+        return False  # containers run as the user's uid:gid, never root
+
+    @default("allowed_images")
+    def _default_allowed_images(self):
+        return {i["name"]: i["image"] for i in self.docker_images}
+
+    @default("read_only_volumes")
+    def _default_read_only_volumes(self):
+        return {self.shared_dir: self.shared_mount} if self.shared_dir else {}
+
+    async def _gateway_url(self) -> str:
+        """The hub API as containers reach it: the Docker network's gateway is the hub host itself."""
+        network = await self.docker("inspect_network", self.network_name)
+        for pool in network.get("IPAM", {}).get("Config") or []:
+            if pool.get("Gateway"):
+                return f"http://{pool['Gateway']}:{self.hub_api_port}"
+        raise RuntimeError(f"Docker network {self.network_name} has no gateway address; set hub_connect_url")
+
+    async def start(self):
+        if not self.hub_connect_url:
+            self.hub_connect_url = await self._gateway_url()
+        return await super().start()
