@@ -1,0 +1,167 @@
+#!/usr/bin/python3
+"""hpc-gate: the forced command of the HPC account the hub submits its jobs as.
+
+sshd runs it for every login with the hub's key; SSH_ORIGINAL_COMMAND holds what the hub asked for.
+Exactly three commands pass, each rebuilt from a whitelist (never handed to a shell):
+
+    sbatch --parsable                         the job script on stdin (must start with #!)
+    squeue [-h] [--name NAME] [-o FORMAT]     the jobs of this account named NAME, in the fixed FORMAT
+    scancel JOBID                             one numeric job id of this account's jobs named NAME
+
+NAME and FORMAT come from /etc/clusterhub/hpc-gate.conf (written by clusterhub's hpc_account role);
+the hub may spell them out, but only with the configured values. Anything else is refused with a
+message on stderr and exit status 2. Installed as /usr/local/libexec/clusterhub/hpc-gate.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import pwd
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import syslog
+from dataclasses import dataclass
+
+CONFIG_FILE = "/etc/clusterhub/hpc-gate.conf"
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+MAX_SCRIPT_BYTES = 1024 * 1024
+EXIT_REFUSED = 2
+EXIT_NOT_FOUND = 127
+JOB_ID = re.compile(r"^[1-9][0-9]{0,18}$")
+
+
+class Refused(Exception):
+    """The request is not one of the whitelisted commands."""
+
+
+@dataclass(frozen=True)
+class Config:
+    job_name: str = "jupyterhub"
+    squeue_format: str = "%i|%T|%B|%r"
+    slurm_bin_dir: str = ""
+
+
+@dataclass(frozen=True)
+class Request:
+    tool: str  # sbatch, squeue or scancel
+    args: tuple[str, ...]  # the arguments the gate passes (never the hub's own words, except a checked job id)
+    stdin: bool = False  # the job script is read from stdin
+
+
+def load_config(path: str = CONFIG_FILE) -> Config:
+    parser = configparser.ConfigParser(interpolation=None)
+    if not parser.read(path, encoding="utf-8"):
+        return Config()
+    section = parser["hpc-gate"] if parser.has_section("hpc-gate") else {}
+    defaults = Config()
+    return Config(
+        job_name=section.get("job_name", defaults.job_name).strip(),
+        squeue_format=section.get("squeue_format", defaults.squeue_format).strip(),
+        slurm_bin_dir=section.get("slurm_bin_dir", defaults.slurm_bin_dir).strip(),
+    )
+
+
+def _options(words: list[str], with_value: dict[str, str], flags: dict[str, str], tool: str) -> dict[str, str]:
+    """Parse `--opt VALUE`, `--opt=VALUE`, `-o VALUE` and flags into {canonical name: value}; refuse the rest."""
+    seen: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        name, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        if name in flags and not eq:
+            key = flags[name]
+            value = ""
+        elif name in with_value:
+            key = with_value[name]
+            if not eq:
+                i += 1
+                if i == len(words):
+                    raise Refused(f"{tool}: option {name} needs a value")
+                value = words[i]
+        else:
+            raise Refused(f"{tool}: argument {word!r} is not allowed")
+        if key in seen:
+            raise Refused(f"{tool}: option {name} given twice")
+        seen[key] = value
+        i += 1
+    return seen
+
+
+def parse(command: str | None, config: Config, user: str) -> Request:
+    """Turn SSH_ORIGINAL_COMMAND into the one Request it may become, or raise Refused."""
+    if command is None or not command.strip():
+        raise Refused("no command given: this account runs only sbatch, squeue and scancel (no shell)")
+    try:
+        words = shlex.split(command, comments=False, posix=True)
+    except ValueError as e:
+        raise Refused(f"cannot parse the command ({e})") from None
+    tool, rest = words[0], words[1:]
+    if tool == "sbatch":
+        if rest != ["--parsable"]:
+            raise Refused("sbatch: only `sbatch --parsable` with the job script on stdin is allowed")
+        return Request("sbatch", ("--parsable", f"--job-name={config.job_name}"), stdin=True)
+    if tool == "squeue":
+        opts = _options(
+            rest,
+            with_value={"--name": "name", "-n": "name", "--format": "format", "-o": "format"},
+            flags={"-h": "noheader", "--noheader": "noheader"},
+            tool="squeue",
+        )
+        if opts.get("name", config.job_name) != config.job_name:
+            raise Refused(f"squeue: only jobs named {config.job_name!r} may be listed")
+        if opts.get("format", config.squeue_format) != config.squeue_format:
+            raise Refused(f"squeue: only the format {config.squeue_format!r} is allowed")
+        args = ("--noheader", f"--user={user}", f"--name={config.job_name}", f"--format={config.squeue_format}")
+        return Request("squeue", args)
+    if tool == "scancel":
+        if len(rest) != 1 or not JOB_ID.match(rest[0]):
+            raise Refused("scancel: exactly one numeric job id is allowed")
+        return Request("scancel", (f"--user={user}", f"--name={config.job_name}", rest[0]))
+    raise Refused(f"{tool!r} is not allowed: this account runs only sbatch, squeue and scancel")
+
+
+def find_tool(tool: str, config: Config) -> str | None:
+    if config.slurm_bin_dir:
+        path = os.path.join(config.slurm_bin_dir, tool)
+        return path if os.access(path, os.X_OK) else None
+    return shutil.which(tool, path=DEFAULT_PATH)
+
+
+def read_script(stream) -> bytes:
+    script = stream.read(MAX_SCRIPT_BYTES + 1)
+    if len(script) > MAX_SCRIPT_BYTES:
+        raise Refused(f"sbatch: the job script is larger than {MAX_SCRIPT_BYTES} bytes")
+    if not script.startswith(b"#!"):
+        raise Refused("sbatch: the job script on stdin must start with #!")
+    return script
+
+
+def main() -> int:
+    command = os.environ.get("SSH_ORIGINAL_COMMAND")
+    user = pwd.getpwuid(os.getuid()).pw_name
+    syslog.openlog("hpc-gate", syslog.LOG_PID, syslog.LOG_AUTH)
+    try:
+        config = load_config()
+        request = parse(command, config, user)
+        script = read_script(sys.stdin.buffer) if request.stdin else None
+    except Refused as e:
+        syslog.syslog(syslog.LOG_WARNING, f"refused {command!r}: {e}")
+        print(f"hpc-gate: refused: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    path = find_tool(request.tool, config)
+    if path is None:
+        print(f"hpc-gate: {request.tool} not found (Slurm's client commands are not installed here)", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    syslog.syslog(syslog.LOG_INFO, f"running {shlex.join([path, *request.args])}")
+    # stdout and stderr are the hub's; stdin is the checked script (sbatch) or nothing
+    return subprocess.run(
+        [path, *request.args], input=script, stdin=None if request.stdin else subprocess.DEVNULL, check=False
+    ).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

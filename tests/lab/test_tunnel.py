@@ -1,0 +1,175 @@
+"""Remote HPC mode over real SSH (playbooks/remote.yml: roles hpc_account on login, tunnel_user on hub).
+
+The hub submits as jupyterhpc@login through hpc-gate; a job on the HPC side tunnels back to the hub
+as tunnelbot. Slurm need not be installed: where it is not, an accepted command ends in hpc-gate's
+"<tool> not found" (exit 127), which a refused one never reaches (exit 2).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+from conftest import wait_for
+
+pytestmark = pytest.mark.tunnel
+
+HUB_KEY = "/var/lib/jupyterhub/.ssh/clusterhub_hpc"
+# what the hub runs (as its service user) for sbatch, squeue and scancel
+HUB_SSH = (
+    f"runuser -u jupyterhub -- ssh -i {HUB_KEY} -o IdentitiesOnly=yes -o BatchMode=yes"
+    f" -o StrictHostKeyChecking=yes -o UserKnownHostsFile={HUB_KEY}_known_hosts -o ConnectTimeout=10"
+)
+HPC_HOME = "/home/jupyterhpc"
+# what a job runs (as the HPC account) to open its tunnels
+TUNNEL_SSH = (
+    f"runuser -u jupyterhpc -- ssh -i {HPC_HOME}/.ssh/tunnel_key -o IdentitiesOnly=yes -o BatchMode=yes"
+    f" -o StrictHostKeyChecking=yes -o UserKnownHostsFile={HPC_HOME}/.ssh/tunnel_known_hosts"
+    " -o ExitOnForwardFailure=yes -o ConnectTimeout=10"
+)
+SQUEUE = "squeue -h --name jupyterhub -o '%i|%T|%B|%r'"
+NOTEBOOK_PORT = 18888
+API_PORT = 8083
+
+
+def background(host, command: str, name: str) -> str:
+    """Start command detached on host; return its pid (the test stops exactly that process)."""
+    log = f"/tmp/chtun-test-{name}.log"
+    return host.check_output(f"setsid nohup {command} > {log} 2>&1 < /dev/null & echo $!").strip()
+
+
+def stop(host, pid: str) -> None:
+    host.run(f"kill {pid}")
+
+
+def listening(host, port: int) -> bool:
+    return f"127.0.0.1:{port} " in host.check_output("ss -Hltn")
+
+
+def gate(command: str, hub, stdin: str = ""):
+    redirect = f"printf %s {shlex.quote(stdin)} | " if stdin else ""
+    return hub.run(f"{redirect}{HUB_SSH} jupyterhpc@login {shlex.quote(command) if command else ''}")
+
+
+@pytest.fixture
+def web_servers(hub, login):
+    """An HTTP server on the hub's 127.0.0.1:8083 (the API's place) and one on login's notebook port."""
+    pids = []
+    for host, port, text in ((hub, API_PORT, "hub-api"), (login, NOTEBOOK_PORT, "notebook")):
+        host.check_output(f"mkdir -p /tmp/chtun-www-{port} && echo {text} > /tmp/chtun-www-{port}/who")
+        pid = background(
+            host, f"python3 -m http.server {port} --bind 127.0.0.1 --directory /tmp/chtun-www-{port}", f"web-{port}"
+        )
+        pids.append((host, pid))
+        wait_for(lambda h=host, p=port: listening(h, p), timeout=20, what=f"http.server on {port}")
+    yield
+    for host, pid in pids:
+        stop(host, pid)
+
+
+def test_a_jobs_tunnels_reach_the_notebook_from_the_hub_and_the_api_from_the_job(hub, login, web_servers):
+    pid = background(
+        login,
+        f"{TUNNEL_SSH} -N -R 127.0.0.1:{NOTEBOOK_PORT}:127.0.0.1:{NOTEBOOK_PORT}"
+        f" -L 127.0.0.1:{API_PORT}:127.0.0.1:{API_PORT} tunnelbot@hub",
+        "tunnel",
+    )
+    try:
+        wait_for(lambda: listening(hub, NOTEBOOK_PORT), timeout=30, what="-R listening on the hub")
+        assert hub.check_output(f"curl -sf http://127.0.0.1:{NOTEBOOK_PORT}/who") == "notebook"
+        assert login.check_output(f"curl -sf http://127.0.0.1:{API_PORT}/who") == "hub-api"
+    finally:
+        stop(login, pid)
+
+
+def test_tunnelbot_gets_no_shell_and_runs_no_command(login):
+    for command in ("", "id", "bash -i", "cat /etc/shadow"):
+        result = login.run(f"{TUNNEL_SSH} tunnelbot@hub {command}")
+        assert result.rc != 0
+        assert "uid=" not in result.stdout
+        assert "This account is currently not available." in result.stdout + result.stderr
+
+
+def test_tunnelbot_may_not_open_other_ports_on_the_hub(hub, login, web_servers):
+    # the allowed destination works through -W (the same direct-tcpip channel as -L) ...
+    ok = login.run(f"echo | {TUNNEL_SSH} -W 127.0.0.1:{API_PORT} tunnelbot@hub")
+    assert ok.rc == 0, ok.stderr
+    for target in ("127.0.0.1:22", f"localhost:{API_PORT}", f"hub:{API_PORT}"):
+        result = login.run(f"echo | {TUNNEL_SSH} -W {target} tunnelbot@hub")
+        assert result.rc == 255
+        assert "administratively prohibited" in result.stderr
+    # ... and a -L to another port gets its connections refused on the hub's side
+    pid = background(login, f"{TUNNEL_SSH} -N -L 127.0.0.1:18022:127.0.0.1:22 tunnelbot@hub", "forbidden-L")
+    try:
+        wait_for(lambda: listening(login, 18022), timeout=30, what="the forbidden -L listening on login")
+        banner = login.run("curl -s --max-time 5 telnet://127.0.0.1:18022 < /dev/null")
+        assert "SSH-2.0" not in banner.stdout
+        wait_for(
+            lambda: "administratively prohibited" in login.file("/tmp/chtun-test-forbidden-L.log").content_string,
+            timeout=10,
+            what="the hub refusing the forward",
+        )
+    finally:
+        stop(login, pid)
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:18889", "hub:18889", "127.0.0.2:18889", "localhost:18889"])
+def test_tunnelbot_may_listen_only_on_the_hubs_loopback(login, listen):
+    result = login.run(f"timeout 30 {TUNNEL_SSH} -N -R {listen}:127.0.0.1:{NOTEBOOK_PORT} tunnelbot@hub")
+    assert result.rc == 255
+    assert "remote port forwarding failed" in result.stderr
+
+
+def test_the_tunnels_check_the_hubs_host_key(hub, login):
+    address = hub.check_output("hostname -I").split()[0]
+    result = login.run(f"{TUNNEL_SSH} -N tunnelbot@{address}")
+    assert result.rc == 255
+    assert "Host key verification failed" in result.stderr
+
+
+def test_the_tunnel_private_key_is_only_on_the_hpc_side(hub, login):
+    key = login.file(f"{HPC_HOME}/.ssh/tunnel_key")
+    assert (key.user, key.mode) == ("jupyterhpc", 0o600)
+    body = login.check_output(f"awk '{{print $2}}' {HPC_HOME}/.ssh/tunnel_key.pub")
+    assert hub.run(f"grep -rl {body} /etc/ssh/clusterhub_authorized_keys").stdout.strip()
+    assert hub.run("find / -xdev -name 'tunnel_key*' -print -quit").stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("command", "tool"), [(SQUEUE, "squeue"), ("scancel 4242", "scancel"), ("sbatch --parsable", "sbatch")]
+)
+def test_the_hub_reaches_hpc_gate(hub, login, command, tool):
+    result = gate(command, hub, stdin="#!/bin/bash\nsleep 60\n")
+    if login.exists(tool):
+        assert result.rc in (0, 1), result.stderr  # Slurm answered
+    else:
+        assert result.rc == 127, result.stderr
+        assert result.stderr == f"hpc-gate: {tool} not found (Slurm's client commands are not installed here)\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["", "bash", "id", "sh -c id", "sbatch --wrap id", "sbatch --parsable --wrap id", "squeue -u root", "scancel 1 2"],
+)
+def test_the_hub_can_run_nothing_else(hub, command):
+    result = gate(command, hub)
+    assert result.rc == 2, result.stderr
+    assert result.stderr.splitlines()[-1].startswith("hpc-gate: refused: ")
+    assert "uid=" not in result.stdout
+
+
+def test_the_hub_may_not_forward_through_the_login_node(hub):
+    result = hub.run(f"echo | {HUB_SSH} -W 127.0.0.1:22 jupyterhpc@login")
+    assert result.rc == 255
+    assert "administratively prohibited" in result.stderr
+    pid = background(hub, f"{HUB_SSH} -N -L 127.0.0.1:18023:127.0.0.1:22 jupyterhpc@login", "hub-L")
+    try:
+        wait_for(lambda: listening(hub, 18023), timeout=30, what="the forbidden -L listening on the hub")
+        assert "SSH-2.0" not in hub.run("curl -s --max-time 5 telnet://127.0.0.1:18023 < /dev/null").stdout
+    finally:
+        stop(hub, pid)
+    remote = hub.run(
+        f"timeout 30 {HUB_SSH} -N -o ExitOnForwardFailure=yes -R 127.0.0.1:18024:127.0.0.1:22 jupyterhpc@login"
+    )
+    assert remote.rc == 255
+    assert "remote port forwarding failed" in remote.stderr

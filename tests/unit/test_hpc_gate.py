@@ -1,0 +1,162 @@
+"""hpc-gate, the forced command of the HPC account (roles/hpc_account/files/hpc_gate.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GATE = Path(__file__).resolve().parents[2] / "roles" / "hpc_account" / "files" / "hpc_gate.py"
+_spec = importlib.util.spec_from_file_location("hpc_gate", GATE)
+gate = importlib.util.module_from_spec(_spec)
+sys.modules["hpc_gate"] = gate  # dataclasses look their module up there
+_spec.loader.exec_module(gate)
+
+CONFIG = gate.Config(job_name="jupyterhub", squeue_format="%i|%T|%B|%r")
+USER = "jupyterhpc"
+SQUEUE_ARGS = ("--noheader", "--user=jupyterhpc", "--name=jupyterhub", "--format=%i|%T|%B|%r")
+
+ACCEPTED = [
+    ("sbatch --parsable", "sbatch", ("--parsable", "--job-name=jupyterhub"), True),
+    ("  sbatch   --parsable ", "sbatch", ("--parsable", "--job-name=jupyterhub"), True),
+    ("squeue", "squeue", SQUEUE_ARGS, False),
+    ("squeue -h --name jupyterhub -o '%i|%T|%B|%r'", "squeue", SQUEUE_ARGS, False),
+    ("squeue -h --name jupyterhub -o %i|%T|%B|%r", "squeue", SQUEUE_ARGS, False),
+    ("squeue --noheader --name=jupyterhub --format='%i|%T|%B|%r'", "squeue", SQUEUE_ARGS, False),
+    ("squeue -n jupyterhub", "squeue", SQUEUE_ARGS, False),
+    ("scancel 4242", "scancel", ("--user=jupyterhpc", "--name=jupyterhub", "4242"), False),
+    ("scancel '17'", "scancel", ("--user=jupyterhpc", "--name=jupyterhub", "17"), False),
+]
+
+REFUSED = [
+    (None, "no command given"),
+    ("", "no command given"),
+    ("   ", "no command given"),
+    ("bash", "'bash' is not allowed"),
+    ("bash -i", "'bash' is not allowed"),
+    ("id", "'id' is not allowed"),
+    ("/usr/bin/sbatch --parsable", "'/usr/bin/sbatch' is not allowed"),
+    ("sh -c 'sbatch --parsable'", "'sh' is not allowed"),
+    ("sbatch", "only `sbatch --parsable`"),
+    ("sbatch --parsable --wrap 'id'", "only `sbatch --parsable`"),
+    ("sbatch --wrap=id --parsable", "only `sbatch --parsable`"),
+    ("sbatch --parsable job.sh", "only `sbatch --parsable`"),
+    ("sbatch --parsable --uid=0", "only `sbatch --parsable`"),
+    ("sbatch --parsable; id", "only `sbatch --parsable`"),
+    ("sbatch --parsable && id", "only `sbatch --parsable`"),
+    ("sbatch --parsable | sh", "only `sbatch --parsable`"),
+    ("sbatch --parsable $(id)", "only `sbatch --parsable`"),
+    ("sbatch '--parsable", "cannot parse the command"),
+    ("squeue -u root", "argument '-u' is not allowed"),
+    ("squeue --user=root", "argument '--user=root' is not allowed"),
+    ("squeue -a", "argument '-a' is not allowed"),
+    ("squeue --name other", "only jobs named 'jupyterhub'"),
+    ("squeue --name=jupyterhub,other", "only jobs named 'jupyterhub'"),
+    ("squeue -o '%i %u %Z'", "only the format"),
+    ("squeue --format=%all", "only the format"),
+    ("squeue -o", "option -o needs a value"),
+    ("squeue -h -h", "given twice"),
+    ("squeue --noheader=yes", "argument '--noheader=yes' is not allowed"),
+    ("squeue; id", "'squeue;' is not allowed"),
+    ("squeue -h --name jupyterhub -o '%i|%T|%B|%r' `id`", "argument '`id`' is not allowed"),
+    ("scancel", "exactly one numeric job id"),
+    ("scancel 12 13", "exactly one numeric job id"),
+    ("scancel -u jupyterhpc", "exactly one numeric job id"),
+    ("scancel --user=other 12", "exactly one numeric job id"),
+    ("scancel 12_3", "exactly one numeric job id"),
+    ("scancel 0", "exactly one numeric job id"),
+    ("scancel -1", "exactly one numeric job id"),
+    ("scancel 12;id", "exactly one numeric job id"),
+    ("scancel 1234567890123456789012", "exactly one numeric job id"),
+    ("scontrol show jobs", "'scontrol' is not allowed"),
+    ("srun hostname", "'srun' is not allowed"),
+    ("salloc", "'salloc' is not allowed"),
+    ("rsync --server -e.LsfxC . /tmp", "'rsync' is not allowed"),
+    ("scp -t /tmp", "'scp' is not allowed"),
+    ("internal-sftp", "'internal-sftp' is not allowed"),
+]
+
+
+@pytest.mark.parametrize(("command", "tool", "args", "stdin"), ACCEPTED)
+def test_accepted(command, tool, args, stdin):
+    request = gate.parse(command, CONFIG, USER)
+    assert (request.tool, request.args, request.stdin) == (tool, args, stdin)
+
+
+@pytest.mark.parametrize(("command", "message"), REFUSED)
+def test_refused(command, message):
+    with pytest.raises(gate.Refused) as excinfo:
+        gate.parse(command, CONFIG, USER)
+    assert message in str(excinfo.value)
+
+
+def test_the_configured_name_and_format_are_the_only_ones():
+    config = gate.Config(job_name="hpcjob", squeue_format="%i %T")
+    assert gate.parse("squeue --name hpcjob -o '%i %T'", config, USER).args[2:] == ("--name=hpcjob", "--format=%i %T")
+    assert gate.parse("scancel 5", config, USER).args == ("--user=jupyterhpc", "--name=hpcjob", "5")
+    with pytest.raises(gate.Refused):
+        gate.parse("squeue --name jupyterhub", config, USER)
+
+
+@pytest.mark.parametrize(
+    ("script", "accepted"),
+    [
+        (b"#!/bin/bash\n#SBATCH --time=1\nsleep 1\n", True),
+        (b"sleep 1\n", False),
+        (b"", False),
+        (b"#!" + b"x" * gate.MAX_SCRIPT_BYTES, False),
+    ],
+)
+def test_read_script(script, accepted):
+    if accepted:
+        assert gate.read_script(io.BytesIO(script)) == script
+    else:
+        with pytest.raises(gate.Refused):
+            gate.read_script(io.BytesIO(script))
+
+
+def test_load_config(tmp_path):
+    conf = tmp_path / "hpc-gate.conf"
+    conf.write_text("# managed\n[hpc-gate]\njob_name = nb\nsqueue_format = %i|%T\nslurm_bin_dir = /opt/slurm/bin\n")
+    assert gate.load_config(str(conf)) == gate.Config("nb", "%i|%T", "/opt/slurm/bin")
+    assert gate.load_config(str(tmp_path / "missing")) == gate.Config()
+
+
+def run_gate(command: str | None, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin"}
+    if command is not None:
+        env["SSH_ORIGINAL_COMMAND"] = command
+    return subprocess.run([sys.executable, str(GATE)], input=stdin, env=env, capture_output=True, check=False)
+
+
+@pytest.mark.parametrize("command", [None, "bash", "id", "sbatch --wrap id", "squeue -u root", "scancel 1 2"])
+def test_the_script_refuses_with_status_2_and_a_message(command):
+    proc = run_gate(command)
+    assert proc.returncode == gate.EXIT_REFUSED
+    assert proc.stderr.startswith(b"hpc-gate: refused: ")
+    assert proc.stdout == b""
+
+
+@pytest.mark.skipif(
+    shutil.which("sbatch", path=gate.DEFAULT_PATH) is not None or os.path.exists(gate.CONFIG_FILE),
+    reason="Slurm or an hpc-gate configuration is installed here",
+)
+@pytest.mark.parametrize(
+    ("command", "tool"), [("sbatch --parsable", "sbatch"), ("squeue", "squeue"), ("scancel 7", "scancel")]
+)
+def test_the_script_says_when_slurm_is_missing(command, tool):
+    proc = run_gate(command, stdin=b"#!/bin/sh\ntrue\n")
+    assert proc.returncode == gate.EXIT_NOT_FOUND
+    assert proc.stderr.decode() == f"hpc-gate: {tool} not found (Slurm's client commands are not installed here)\n"
+
+
+def test_the_script_checks_the_job_script_before_looking_for_sbatch():
+    proc = run_gate("sbatch --parsable", stdin=b"echo no shebang\n")
+    assert proc.returncode == gate.EXIT_REFUSED
+    assert b"must start with #!" in proc.stderr

@@ -1,0 +1,203 @@
+"""webdav_server and webdav_client: their validation rules and rendered configuration, through Ansible's templar.
+
+The assertions of tasks/validate.yml are evaluated exactly as written there, with the role's defaults and
+vars, so the table below tests the rules the roles really run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD_PASSWORD = "correct-horse-battery"
+
+
+def trusted(value: Any) -> Any:
+    """YAML from the role's own files is trusted like Ansible trusts it (templates in it are rendered)."""
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, list):
+        return [trusted(item) for item in value]
+    if isinstance(value, dict):
+        return {key: trusted(item) for key, item in value.items()}
+    return value
+
+
+def role_variables(role: str, **overrides: Any) -> dict[str, Any]:
+    variables: dict[str, Any] = {"inventory_hostname": "storage", "ansible_managed": "Ansible managed"}
+    for part in ("defaults", "vars"):
+        variables.update(trusted(yaml.safe_load((ROOT / "roles" / role / part / "main.yml").read_text()) or {}))
+    variables.update(overrides)
+    return variables
+
+
+def templar(role: str, **overrides: Any) -> Templar:
+    return Templar(loader=DataLoader(), variables=role_variables(role, **overrides))
+
+
+def render(role: str, template: str, **overrides: Any) -> str:
+    text = (ROOT / "roles" / role / "templates" / template).read_text()
+    return templar(role, **overrides).template(trust_as_template(text))
+
+
+def assertions_hold(role: str, **overrides: Any) -> bool:
+    """True when every `that` of the role's tasks/validate.yml asserts is true for these variables."""
+    tasks = yaml.safe_load((ROOT / "roles" / role / "tasks" / "validate.yml").read_text())
+    engine = templar(role, **overrides)
+    results = []
+    for task in tasks:
+        that = task.get("ansible.builtin.assert", {}).get("that", [])
+        for condition in [that] if isinstance(that, str) else that:
+            results.append(engine.template(trust_as_template("{{ (" + condition + ") | bool }}")))
+    assert results, f"{role}: no assertions found"
+    return all(results)
+
+
+def users(*entries: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(entries)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "valid"),
+    [
+        ({}, True),
+        ({"webdav_server_users": users({"name": "alice", "password": GOOD_PASSWORD})}, True),
+        ({"webdav_server_users": users({"name": "Alice", "password": GOOD_PASSWORD})}, False),
+        ({"webdav_server_users": users({"name": "al ice", "password": GOOD_PASSWORD})}, False),
+        ({"webdav_server_users": users({"name": "alice", "password": "short-pass"})}, False),
+        ({"webdav_server_users": users({"name": "alice", "password": "twelve chars\nplus"})}, False),
+        (
+            {
+                "webdav_server_users": users(
+                    {"name": "alice", "password": GOOD_PASSWORD}, {"name": "alice", "password": GOOD_PASSWORD + "2"}
+                )
+            },
+            False,
+        ),
+        ({"webdav_server_users": users({"name": "gone", "state": "absent"})}, True),
+        ({"webdav_server_users": users({"name": "gone", "state": "present"})}, False),
+        ({"webdav_server_url_prefix": "/dav/"}, False),
+        ({"webdav_server_url_prefix": "dav"}, False),
+        ({"webdav_server_root": "/srv"}, False),
+        ({"webdav_server_http_redirect_port": 443}, False),
+        ({"webdav_server_http_redirect_port": 0}, True),
+        ({"webdav_server_tls_names": []}, False),
+    ],
+)
+def test_server_validation(overrides, valid):
+    assert assertions_hold("webdav_server", **overrides) is valid
+
+
+CLIENT_OK = {"webdav_client_url": "https://storage/dav"}
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "valid"),
+    [
+        ({}, False),  # the URL is needed
+        (CLIENT_OK, True),
+        ({"webdav_client_url": "https://storage:8443/dav"}, True),
+        ({"webdav_client_url": "https://storage/dav/"}, False),
+        ({"webdav_client_url": "storage/dav"}, False),
+        ({**CLIENT_OK, "webdav_client_mount_dir": "../etc"}, False),
+        ({**CLIENT_OK, "webdav_client_mount_dir": "a/b"}, False),
+        ({**CLIENT_OK, "webdav_client_credentials": [{"user": "alice", "password": "x"}]}, True),
+        ({**CLIENT_OK, "webdav_client_credentials": [{"user": "alice", "password": "x\ny"}]}, False),
+        ({**CLIENT_OK, "webdav_client_credentials": [{"user": "alice", "password": "x\ty"}]}, False),
+        ({**CLIENT_OK, "webdav_client_credentials": [{"user": "alice", "password": 'p"w\\ é #'}]}, True),
+        (
+            {
+                **CLIENT_OK,
+                "webdav_client_credentials": [{"user": "a", "password": "x"}, {"user": "a", "password": "y"}],
+            },
+            False,
+        ),
+        ({**CLIENT_OK, "webdav_client_credentials": [{"user": "Alice", "password": "x"}]}, False),
+        ({**CLIENT_OK, "webdav_client_server_cert": CERT}, True),
+        ({**CLIENT_OK, "webdav_client_server_cert": "not a certificate"}, False),
+    ],
+)
+def test_client_validation(overrides, valid):
+    assert assertions_hold("webdav_client", hostvars={"storage": {}}, **overrides) is valid
+
+
+def test_client_refuses_an_unknown_certificate_host_and_two_certificate_sources():
+    ok = {**CLIENT_OK, "hostvars": {"storage": {}}}
+    assert assertions_hold("webdav_client", webdav_client_server_cert_host="storage", **ok)
+    assert not assertions_hold("webdav_client", webdav_client_server_cert_host="nowhere", **ok)
+    assert not assertions_hold(
+        "webdav_client", webdav_client_server_cert_host="storage", webdav_client_server_cert=CERT, **ok
+    )
+
+
+def config_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_davfs2_conf_sets_the_buffer_newer_kernels_need_and_says_why():
+    text = render("webdav_client", "etc/davfs2/davfs2.conf.j2")
+    assert text.startswith("#\n# Ansible managed")
+    assert "buf_size 64" in config_lines(text)
+    before = text.split("buf_size 64")[0]
+    assert "6.16" in before.split("\n\n")[-1] and "Invalid argument" in before
+    assert not any(line.startswith("trust_ca_cert") for line in config_lines(text))
+
+
+def test_davfs2_conf_trusts_the_servers_certificate_and_takes_site_settings():
+    text = render(
+        "webdav_client",
+        "etc/davfs2/davfs2.conf.j2",
+        webdav_client_server_cert_host="storage",
+        webdav_client_davfs2_config={"buf_size": 128, "cache_size": 200},
+    )
+    lines = config_lines(text)
+    assert "trust_ca_cert /etc/davfs2/certs/clusterhub-webdav.pem" in lines
+    assert "buf_size 128" in lines and "buf_size 64" not in lines
+    assert "cache_size 200" in lines
+
+
+def test_davfs2_secrets_line_quotes_the_password():
+    item = {"user": "alice", "password": 'pa"ss\\word with space'}
+    text = render("webdav_client", "home/davfs2-secrets.j2", item=item, __webdav_client_home="/home/alice")
+    assert config_lines(text) == ['"/home/alice/WebDAV-Share" alice "pa\\"ss\\\\word with space"']
+
+
+def test_site_opens_each_space_to_its_own_user_only():
+    text = render(
+        "webdav_server",
+        "etc/apache2/sites-available/clusterhub-webdav.conf.j2",
+        webdav_server_users=users(
+            {"name": "bob", "password": GOOD_PASSWORD},
+            {"name": "alice", "password": GOOD_PASSWORD},
+            {"name": "carol", "state": "absent"},
+        ),
+        webdav_server_limit_request_body=1024,
+    )
+    for name in ("alice", "bob"):
+        block = text.split(f'<Location "/dav/{name}/">')[1].split("</Location>")[0]
+        assert "DAV On" in block and f"Require user {name}\n" in block
+        assert block.count("Require") == 1
+        assert f'Alias "/dav/{name}/" "/srv/webdav/{name}/"' in text
+    assert "carol" not in text
+    assert text.index("/dav/alice/") < text.index("/dav/bob/")
+    assert "LimitRequestBody 1024" in text
+    assert '<Location "/">\n        Require all denied' in text
+    assert "Redirect permanent / https://storage/" in text
+    assert GOOD_PASSWORD not in text
+
+
+def test_no_plain_http_at_all_when_the_redirect_port_is_zero():
+    site = render(
+        "webdav_server", "etc/apache2/sites-available/clusterhub-webdav.conf.j2", webdav_server_http_redirect_port=0
+    )
+    ports = render("webdav_server", "etc/apache2/ports.conf.j2", webdav_server_http_redirect_port=0)
+    assert "Redirect" not in site and "<VirtualHost *:443>" in site
+    assert config_lines(ports) == ["Listen 443 https"]
+    assert config_lines(render("webdav_server", "etc/apache2/ports.conf.j2")) == ["Listen 80", "Listen 443 https"]
