@@ -67,6 +67,7 @@ test: lint unit integration molecule
 bench: venv host
 	python bench/lab.py
 	python bench/spawn.py
+	python bench/overlay.py
 
 clean: lab-down
 	rm -rf $(VENV) .cache

@@ -184,7 +184,9 @@ def test_the_overlay_home_survives_a_size_change_and_hides_other_users(hub_as, l
         assert out.split() == ["/home/alice", "False", "False"], "only her overlay: no host home, no bob"
         alice.stop()
         # the site doubles the overlay size and re-runs the playbook: nothing is reformatted
-        result = run_playbook("playbooks/containers.yml", "-e", "job_wrappers_overlay_size_mib=512")
+        result = run_playbook(
+            "playbooks/containers.yml", "--limit", "slurm_compute", "-e", "job_wrappers_overlay_size_mib=512"
+        )
         assert result.returncode == 0, result.stdout[-3000:]
         alice.start(options={"profile": "small", "image": "python"})
         assert alice.run_code("import os; print(open(os.path.expanduser('~/keep.txt')).read())").strip() == "kept"
@@ -193,7 +195,7 @@ def test_the_overlay_home_survives_a_size_change_and_hides_other_users(hub_as, l
         assert "kept " + overlay in log and "clusterhub-overlay grow" in log
     finally:
         alice.stop()
-        run_playbook("playbooks/containers.yml")
+        run_playbook("playbooks/containers.yml", "--limit", "slurm_compute")
         wait_for(lambda: not squeue_jobs(login, "alice"), what="alice's job gone")
 
 

@@ -116,4 +116,4 @@ def test_form_shows_slurm_and_docker_profiles_together(bob):
     assert page.status_code == 200
     found = {slug: kind for kind, slug in re.findall(r'data-kind="(\w+)"><input [^>]*value="([\w-]+)"', page.text)}
     assert found.get("small") == "slurm" and found.get(PROFILE) == "docker", found
-    assert "Docker: Debian trixie, JupyterLab" in page.text
+    assert "Docker: Python 3 (JupyterLab, papermill)" in page.text
