@@ -54,13 +54,13 @@ def wait_for(check, timeout: float = 60.0, interval: float = 0.5, what: str = "c
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def run_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
-    """Run one of the project's playbooks against the lab, as a sysadmin would."""
+def _run_ansible(argv: list[str], **env_extra: str) -> subprocess.CompletedProcess:
+    """Run an Ansible command from the project root against the lab, with the project's own settings."""
     # the project's own ansible.cfg, not the one of a molecule run that called these tests
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MOLECULE_"))}
-    env.update(CLUSTERHUB_LAB_PREFIX=PREFIX, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env.update(CLUSTERHUB_LAB_PREFIX=PREFIX, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), **env_extra)
     return subprocess.run(
-        ["ansible-playbook", "-i", "inventories/lab/hosts.yml", playbook, *args],
+        [*argv, "-i", "inventories/lab/hosts.yml"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -68,25 +68,19 @@ def run_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
         timeout=900,
         check=False,
     )
+
+
+def run_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
+    """Run one of the project's playbooks against the lab, as a sysadmin would."""
+    return _run_ansible(["ansible-playbook", playbook, *args], ANSIBLE_NOCOLOR="1")
 
 
 def run_module(host: str, module: str, args: dict) -> dict:
     """Run one module on a lab host with the project's settings; return its result (rc, msg, changed, ...)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MOLECULE_"))}
-    env.update(
-        CLUSTERHUB_LAB_PREFIX=PREFIX,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+    proc = _run_ansible(
+        ["ansible", host, "-m", module, "-a", json.dumps(args)],
         ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
         ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-    )
-    proc = subprocess.run(
-        ["ansible", host, "-i", "inventories/lab/hosts.yml", "-m", module, "-a", json.dumps(args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
     )
     try:
         plays = json.loads(proc.stdout)["plays"]
