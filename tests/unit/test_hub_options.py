@@ -1,6 +1,7 @@
 """The hub's resource form and request validation (roles/jupyterhub/files/clusterhub_hub/options.py)."""
 
 import pytest
+from clusterhub_hub import options
 from clusterhub_hub.options import OptionsError, config_errors, render_form, validate_options
 
 PARTS = [
@@ -111,3 +112,12 @@ def test_form_escapes_and_offers_gpus_only_where_a_partition_has_them():
     assert 'name="gpus"' not in html
     assert 'name="gpus"' in render_form(PROFILES, PARTS)
     assert 'value="custom"' not in render_form(PROFILES, PARTS, allow_custom=False)
+
+
+def test_maintenance_notice_is_the_files_text_or_a_default(tmp_path):
+    switch = tmp_path / "maintenance"
+    assert options.maintenance_notice(str(switch)) == ""
+    switch.write_text("Back at 14:00.\n")
+    assert options.maintenance_notice(str(switch)) == "Back at 14:00."
+    switch.write_text("  \n")
+    assert options.maintenance_notice(str(switch)) == options.MAINTENANCE_DEFAULT

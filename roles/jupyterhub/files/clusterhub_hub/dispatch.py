@@ -17,7 +17,7 @@ from traitlets import Any, Bool, Integer, List, Unicode, default, observe
 
 from .docker import ClusterDockerSpawner
 from .kinds import child_kind, child_state, wrap_state
-from .options import OptionsError, render_form, validate_options
+from .options import OptionsError, maintenance_notice, render_form, validate_options
 
 # imported when the hub loads its spawner class, not at the first spawn: importing batchspawner
 # registers the API handler through which Slurm jobs report their port (/hub/api/batchspawner)
@@ -82,12 +82,7 @@ class ClusterSpawner(Spawner):
         return render_form(self.profiles, self.partitions, self.images, self.allow_custom, notice, docker=docker)
 
     def maintenance_notice(self) -> str:
-        try:
-            with open(self.maintenance_file, encoding="utf-8") as f:
-                text = f.read().strip()
-        except FileNotFoundError:
-            return ""
-        return text or "The cluster is in maintenance: new servers cannot be started right now."
+        return maintenance_notice(self.maintenance_file)
 
     def make_child(self, kind: str) -> Spawner:
         """A child spawner of this kind, sharing the hub's server record and tokens with this one."""

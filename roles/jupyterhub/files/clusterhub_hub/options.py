@@ -71,6 +71,19 @@ class Request:
         }
 
 
+MAINTENANCE_DEFAULT = "The cluster is in maintenance: new servers cannot be started right now."
+
+
+def maintenance_notice(path: str) -> str:
+    """The maintenance switch: while the file exists new spawns are refused with its text ("" when off)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return ""
+    return text or MAINTENANCE_DEFAULT
+
+
 def _partitions_by_name(partitions: list[dict]) -> dict[str, dict]:
     return {p["name"]: p for p in partitions}
 

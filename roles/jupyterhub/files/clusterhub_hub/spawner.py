@@ -11,7 +11,7 @@ from batchspawner import JobStatus, SlurmSpawner
 from tornado import web
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
-from .options import OptionsError, config_errors, render_form, validate_options
+from .options import OptionsError, config_errors, maintenance_notice, render_form, validate_options
 from .slurm_queue import SQUEUE_FORMAT, SlurmQueue
 
 _QUEUES: dict[tuple, SlurmQueue] = {}
@@ -95,12 +95,7 @@ class ClusterSlurmSpawner(SlurmSpawner):
         return render_form(self.profiles, self.partitions, self.images, self.allow_custom, self.maintenance_notice())
 
     def maintenance_notice(self) -> str:
-        try:
-            with open(self.maintenance_file, encoding="utf-8") as f:
-                text = f.read().strip()
-        except FileNotFoundError:
-            return ""
-        return text or "The cluster is in maintenance: new servers cannot be started right now."
+        return maintenance_notice(self.maintenance_file)
 
     def check_config(self) -> None:
         errors = config_errors(self.profiles, self.partitions, self.images)
