@@ -15,9 +15,9 @@ from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import Any, Bool, Integer, List, Unicode, default, observe
 
-from .docker import ClusterDockerSpawner
+from .docker import ClusterDockerSpawner, validated_request
 from .kinds import child_kind, child_state, wrap_state
-from .options import OptionsError, maintenance_notice, render_form, validate_options
+from .options import maintenance_notice, render_form
 
 # imported when the hub loads its spawner class, not at the first spawn: importing batchspawner
 # registers the API handler through which Slurm jobs report their port (/hub/api/batchspawner)
@@ -29,17 +29,7 @@ _FLAGS = ("_spawn_pending", "_start_pending", "_stop_pending", "_check_pending")
 
 
 async def _apply_user_options(spawner: ClusterSpawner, user_options: dict) -> None:
-    try:
-        request = validate_options(
-            user_options or {},
-            spawner.profiles,
-            spawner.partitions,
-            spawner.images,
-            spawner.allow_custom,
-            docker={"images": spawner.docker_images, "gpus": spawner.host_gpus},
-        )
-    except OptionsError as e:
-        raise web.HTTPError(400, f"Cannot start the server: {e}", reason=str(e)) from None
+    request = validated_request(spawner, user_options)
     child = spawner.make_child(request.kind)
     # the child checks the request again with its own rules and sets its job or container from it
     await child._run_apply_user_options(request.as_user_options())

@@ -17,10 +17,10 @@ from .kinds import device_requests
 from .options import OptionsError, validate_options
 
 
-def _apply_user_options(spawner: ClusterDockerSpawner, user_options: dict) -> None:
-    """Validate the request (form or REST body) and set the container's image and limits from it."""
+def validated_request(spawner, user_options: dict):
+    """The request checked against the spawner's Slurm and Docker settings; HTTP 400 naming the problem."""
     try:
-        request = validate_options(
+        return validate_options(
             user_options or {},
             spawner.profiles,
             spawner.partitions,
@@ -30,6 +30,11 @@ def _apply_user_options(spawner: ClusterDockerSpawner, user_options: dict) -> No
         )
     except OptionsError as e:
         raise web.HTTPError(400, f"Cannot start the server: {e}", reason=str(e)) from None
+
+
+def _apply_user_options(spawner: ClusterDockerSpawner, user_options: dict) -> None:
+    """Validate the request (form or REST body) and set the container's image and limits from it."""
+    request = validated_request(spawner, user_options)
     if request.kind != "docker":
         reason = f"profile {request.profile} runs on Slurm, not on Docker"
         raise web.HTTPError(400, f"Cannot start the server: {reason}", reason=reason)
