@@ -73,6 +73,7 @@ bench: venv host
 	python bench/lab.py
 	python bench/spawn.py
 	python bench/overlay.py
+	python bench/remote.py
 
 clean: lab-down
 	rm -rf $(VENV) .cache

@@ -38,6 +38,17 @@ def hub():
 
 
 @pytest.fixture(scope="session")
+def storage():
+    return lab_host("storage")
+
+
+@pytest.fixture(scope="session")
+def rnode():
+    """The remote HPC mode's compute node (HPC network only)."""
+    return lab_host("rnode1")
+
+
+@pytest.fixture(scope="session")
 def nodes():
     return [lab_host("node1"), lab_host("node2")]
 

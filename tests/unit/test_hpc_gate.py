@@ -21,17 +21,27 @@ _spec.loader.exec_module(gate)
 CONFIG = gate.Config(job_name="jupyterhub", squeue_format="%i|%T|%B|%r")
 USER = "jupyterhpc"
 SQUEUE_ARGS = ("--noheader", "--user=jupyterhpc", "--name=jupyterhub", "--format=%i|%T|%B|%r")
+SQUEUE_ALL = ("--noheader", "--user=jupyterhpc", "--format=%i|%T|%B|%r")
 
 ACCEPTED = [
     ("sbatch --parsable", "sbatch", ("--parsable", "--job-name=jupyterhub"), True),
     ("  sbatch   --parsable ", "sbatch", ("--parsable", "--job-name=jupyterhub"), True),
-    ("squeue", "squeue", SQUEUE_ARGS, False),
+    ("sbatch --parsable --job-name=jupyterhub-alice", "sbatch", ("--parsable", "--job-name=jupyterhub-alice"), True),
+    ("sbatch -J jupyterhub-bob.x --parsable", "sbatch", ("--parsable", "--job-name=jupyterhub-bob.x"), True),
+    ("squeue", "squeue", SQUEUE_ALL, False),
+    ("squeue -h -o '%i|%T|%B|%r'", "squeue", SQUEUE_ALL, False),
+    (
+        "squeue -h --name jupyterhub-alice",
+        "squeue",
+        (*SQUEUE_ARGS[:2], "--name=jupyterhub-alice", SQUEUE_ARGS[3]),
+        False,
+    ),
     ("squeue -h --name jupyterhub -o '%i|%T|%B|%r'", "squeue", SQUEUE_ARGS, False),
     ("squeue -h --name jupyterhub -o %i|%T|%B|%r", "squeue", SQUEUE_ARGS, False),
     ("squeue --noheader --name=jupyterhub --format='%i|%T|%B|%r'", "squeue", SQUEUE_ARGS, False),
     ("squeue -n jupyterhub", "squeue", SQUEUE_ARGS, False),
-    ("scancel 4242", "scancel", ("--user=jupyterhpc", "--name=jupyterhub", "4242"), False),
-    ("scancel '17'", "scancel", ("--user=jupyterhpc", "--name=jupyterhub", "17"), False),
+    ("scancel 4242", "scancel", ("--user=jupyterhpc", "4242"), False),
+    ("scancel '17'", "scancel", ("--user=jupyterhpc", "17"), False),
 ]
 
 REFUSED = [
@@ -43,21 +53,27 @@ REFUSED = [
     ("id", "'id' is not allowed"),
     ("/usr/bin/sbatch --parsable", "'/usr/bin/sbatch' is not allowed"),
     ("sh -c 'sbatch --parsable'", "'sh' is not allowed"),
-    ("sbatch", "only `sbatch --parsable`"),
-    ("sbatch --parsable --wrap 'id'", "only `sbatch --parsable`"),
-    ("sbatch --wrap=id --parsable", "only `sbatch --parsable`"),
-    ("sbatch --parsable job.sh", "only `sbatch --parsable`"),
-    ("sbatch --parsable --uid=0", "only `sbatch --parsable`"),
-    ("sbatch --parsable; id", "only `sbatch --parsable`"),
-    ("sbatch --parsable && id", "only `sbatch --parsable`"),
-    ("sbatch --parsable | sh", "only `sbatch --parsable`"),
-    ("sbatch --parsable $(id)", "only `sbatch --parsable`"),
+    ("sbatch", "only `sbatch --parsable"),
+    ("sbatch --job-name=jupyterhub-alice", "only `sbatch --parsable"),
+    ("sbatch --parsable --wrap 'id'", "argument '--wrap' is not allowed"),
+    ("sbatch --wrap=id --parsable", "argument '--wrap=id' is not allowed"),
+    ("sbatch --parsable job.sh", "argument 'job.sh' is not allowed"),
+    ("sbatch --parsable --uid=0", "argument '--uid=0' is not allowed"),
+    ("sbatch --parsable; id", "argument '--parsable;' is not allowed"),
+    ("sbatch --parsable && id", "argument '&&' is not allowed"),
+    ("sbatch --parsable | sh", "argument '|' is not allowed"),
+    ("sbatch --parsable $(id)", "argument '$(id)' is not allowed"),
+    ("sbatch --parsable --parsable", "given twice"),
+    ("sbatch --parsable --job-name=other", "job names must be 'jupyterhub' or 'jupyterhub-<suffix>'"),
+    ("sbatch --parsable --job-name=jupyterhub-", "job names must be"),
+    ("sbatch --parsable --job-name='jupyterhub-a b'", "job names must be"),
+    ("sbatch --parsable --job-name=jupyterhubx", "job names must be"),
     ("sbatch '--parsable", "cannot parse the command"),
     ("squeue -u root", "argument '-u' is not allowed"),
     ("squeue --user=root", "argument '--user=root' is not allowed"),
     ("squeue -a", "argument '-a' is not allowed"),
-    ("squeue --name other", "only jobs named 'jupyterhub'"),
-    ("squeue --name=jupyterhub,other", "only jobs named 'jupyterhub'"),
+    ("squeue --name other", "job names must be 'jupyterhub'"),
+    ("squeue --name=jupyterhub,other", "job names must be 'jupyterhub'"),
     ("squeue -o '%i %u %Z'", "only the format"),
     ("squeue --format=%all", "only the format"),
     ("squeue -o", "option -o needs a value"),
@@ -99,7 +115,8 @@ def test_refused(command, message):
 def test_the_configured_name_and_format_are_the_only_ones():
     config = gate.Config(job_name="hpcjob", squeue_format="%i %T")
     assert gate.parse("squeue --name hpcjob -o '%i %T'", config, USER).args[2:] == ("--name=hpcjob", "--format=%i %T")
-    assert gate.parse("scancel 5", config, USER).args == ("--user=jupyterhpc", "--name=hpcjob", "5")
+    assert gate.parse("scancel 5", config, USER).args == ("--user=jupyterhpc", "5")
+    assert gate.parse("sbatch --parsable", config, USER).args == ("--parsable", "--job-name=hpcjob")
     with pytest.raises(gate.Refused):
         gate.parse("squeue --name jupyterhub", config, USER)
 

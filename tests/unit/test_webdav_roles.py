@@ -120,6 +120,28 @@ CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
             False,
         ),
         ({**CLIENT_OK, "webdav_client_credentials": [{"user": "Alice", "password": "x"}]}, False),
+        (
+            {
+                **CLIENT_OK,
+                "webdav_client_credentials": [
+                    {"user": "a", "password": "x"},
+                    {"user": "a", "account": "jupyterhpc", "password": "y"},
+                    {"user": "b", "account": "jupyterhpc", "password": "z"},
+                ],
+            },
+            True,
+        ),
+        (
+            {
+                **CLIENT_OK,
+                "webdav_client_credentials": [
+                    {"user": "a", "account": "hpc", "password": "x"},
+                    {"user": "a", "account": "hpc", "password": "y"},
+                ],
+            },
+            False,
+        ),
+        ({**CLIENT_OK, "webdav_client_credentials": [{"user": "a", "account": "Hpc", "password": "x"}]}, False),
         ({**CLIENT_OK, "webdav_client_server_cert": CERT}, True),
         ({**CLIENT_OK, "webdav_client_server_cert": "not a certificate"}, False),
     ],
@@ -164,9 +186,34 @@ def test_davfs2_conf_trusts_the_servers_certificate_and_takes_site_settings():
 
 
 def test_davfs2_secrets_line_quotes_the_password():
-    item = {"user": "alice", "password": 'pa"ss\\word with space'}
-    text = render("webdav_client", "home/davfs2-secrets.j2", item=item, __webdav_client_home="/home/alice")
+    credentials = [{"user": "alice", "password": 'pa"ss\\word with space'}]
+    text = render(
+        "webdav_client",
+        "home/davfs2-secrets.j2",
+        item="alice",
+        __webdav_client_home="/home/alice",
+        webdav_client_credentials=credentials,
+    )
     assert config_lines(text) == ['"/home/alice/WebDAV-Share" alice "pa\\"ss\\\\word with space"']
+
+
+def test_a_shared_account_gets_one_line_per_user_and_nothing_of_the_users_own():
+    credentials = [
+        {"user": "alice", "password": "own-a"},
+        {"user": "alice", "account": "jupyterhpc", "password": "pw-a"},
+        {"user": "bob", "account": "jupyterhpc", "password": "pw-b"},
+    ]
+    text = render(
+        "webdav_client",
+        "home/davfs2-secrets.j2",
+        item="jupyterhpc",
+        __webdav_client_home="/home/jupyterhpc",
+        webdav_client_credentials=credentials,
+    )
+    assert config_lines(text) == [
+        '"/home/jupyterhpc/WebDAV-Share/alice" alice "pw-a"',
+        '"/home/jupyterhpc/WebDAV-Share/bob" bob "pw-b"',
+    ]
 
 
 def test_site_opens_each_space_to_its_own_user_only():

@@ -4,13 +4,15 @@
 sshd runs it for every login with the hub's key; SSH_ORIGINAL_COMMAND holds what the hub asked for.
 Exactly three commands pass, each rebuilt from a whitelist (never handed to a shell):
 
-    sbatch --parsable                         the job script on stdin (must start with #!)
-    squeue [-h] [--name NAME] [-o FORMAT]     the jobs of this account named NAME, in the fixed FORMAT
-    scancel JOBID                             one numeric job id of this account's jobs named NAME
+    sbatch --parsable [--job-name=NAME]       the job script on stdin (must start with #!)
+    squeue [-h] [--name NAME] [-o FORMAT]     this account's jobs (those named NAME), in the fixed FORMAT
+    scancel JOBID                             one numeric job id of this account's jobs
 
-NAME and FORMAT come from /etc/clusterhub/hpc-gate.conf (written by clusterhub's hpc_account role);
-the hub may spell them out, but only with the configured values. Anything else is refused with a
-message on stderr and exit status 2. Installed as /usr/local/libexec/clusterhub/hpc-gate.
+NAME is the configured job name or that name, a dash and a suffix (the hub names each user's job
+`jupyterhub-<user>`); without --job-name a job gets the configured name. FORMAT and the name come
+from /etc/clusterhub/hpc-gate.conf (written by clusterhub's hpc_account role). The account exists for
+the hub alone, so its jobs are the hub's. Anything else is refused with a message on stderr and exit
+status 2. Installed as /usr/local/libexec/clusterhub/hpc-gate.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ MAX_SCRIPT_BYTES = 1024 * 1024
 EXIT_REFUSED = 2
 EXIT_NOT_FOUND = 127
 JOB_ID = re.compile(r"^[1-9][0-9]{0,18}$")
+NAME_SUFFIX = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 
 
 class Refused(Exception):
@@ -91,6 +94,14 @@ def _options(words: list[str], with_value: dict[str, str], flags: dict[str, str]
     return seen
 
 
+def job_name(name: str, config: Config, tool: str) -> str:
+    """NAME if it is in the hub's namespace (the configured name, or it followed by -SUFFIX); Refused otherwise."""
+    prefix = config.job_name + "-"
+    if name == config.job_name or (name.startswith(prefix) and NAME_SUFFIX.match(name[len(prefix) :])):
+        return name
+    raise Refused(f"{tool}: job names must be {config.job_name!r} or {config.job_name + '-<suffix>'!r}")
+
+
 def parse(command: str | None, config: Config, user: str) -> Request:
     """Turn SSH_ORIGINAL_COMMAND into the one Request it may become, or raise Refused."""
     if command is None or not command.strip():
@@ -101,9 +112,13 @@ def parse(command: str | None, config: Config, user: str) -> Request:
         raise Refused(f"cannot parse the command ({e})") from None
     tool, rest = words[0], words[1:]
     if tool == "sbatch":
-        if rest != ["--parsable"]:
-            raise Refused("sbatch: only `sbatch --parsable` with the job script on stdin is allowed")
-        return Request("sbatch", ("--parsable", f"--job-name={config.job_name}"), stdin=True)
+        opts = _options(
+            rest, with_value={"--job-name": "name", "-J": "name"}, flags={"--parsable": "parsable"}, tool=tool
+        )
+        if "parsable" not in opts:
+            raise Refused("sbatch: only `sbatch --parsable [--job-name=NAME]` with the job script on stdin is allowed")
+        name = job_name(opts.get("name", config.job_name), config, tool)
+        return Request("sbatch", ("--parsable", f"--job-name={name}"), stdin=True)
     if tool == "squeue":
         opts = _options(
             rest,
@@ -111,16 +126,15 @@ def parse(command: str | None, config: Config, user: str) -> Request:
             flags={"-h": "noheader", "--noheader": "noheader"},
             tool="squeue",
         )
-        if opts.get("name", config.job_name) != config.job_name:
-            raise Refused(f"squeue: only jobs named {config.job_name!r} may be listed")
         if opts.get("format", config.squeue_format) != config.squeue_format:
             raise Refused(f"squeue: only the format {config.squeue_format!r} is allowed")
-        args = ("--noheader", f"--user={user}", f"--name={config.job_name}", f"--format={config.squeue_format}")
+        names = (f"--name={job_name(opts['name'], config, tool)}",) if "name" in opts else ()
+        args = ("--noheader", f"--user={user}", *names, f"--format={config.squeue_format}")
         return Request("squeue", args)
     if tool == "scancel":
         if len(rest) != 1 or not JOB_ID.match(rest[0]):
             raise Refused("scancel: exactly one numeric job id is allowed")
-        return Request("scancel", (f"--user={user}", f"--name={config.job_name}", rest[0]))
+        return Request("scancel", (f"--user={user}", rest[0]))
     raise Refused(f"{tool!r} is not allowed: this account runs only sbatch, squeue and scancel")
 
 

@@ -3,10 +3,11 @@
 # below comes from the hub's validated request (whole numbers, known partition names), never from
 # free text. Sites replace this file with jupyterhub_batch_script_src.
 #SBATCH --job-name={{job_name}}
-#SBATCH --output={{homedir}}/.jupyterhub_slurmspawner_%j.log
+{% if tunnel_port %}#SBATCH --output=.clusterhub/logs/%x-%j.log
+{% else %}#SBATCH --output={{homedir}}/.jupyterhub_slurmspawner_%j.log
 #SBATCH --chdir={{homedir}}
 #SBATCH --export={{keepvars}}
-#SBATCH --no-requeue
+{% endif %}#SBATCH --no-requeue
 #SBATCH --nodes=1
 #SBATCH --ntasks=1
 {% if partition %}#SBATCH --partition={{partition}}
@@ -29,7 +30,13 @@ mkdir -m 0700 -p "$JUPYTER_RUNTIME_DIR"
 trap 'rm -rf "$JUPYTER_RUNTIME_DIR"' EXIT
 echo "clusterhub: job ${SLURM_JOB_ID} on $(hostname) for $(id -un), ${SLURM_CPUS_PER_TASK:-1} CPUs"
 {{prologue}}
-{% if image_path %}
+{% if tunnel_port %}
+# Remote HPC mode: a job of the hub's HPC account, for hub user $JUPYTERHUB_USER. SSH passes no
+# environment, so the hub's variables for the server are written here; clusterhub-startjob opens the
+# tunnel that makes the server the hub's 127.0.0.1:{{tunnel_port}}.
+{{remote_env}}
+clusterhub-startjob {% if gres %}--nv {% endif %}--tunnel {{tunnel_port}} {{image_path}} {{cmd | replace(singleuser_venv ~ "/bin/", "")}}
+{% elif image_path %}
 # The server runs in the chosen Apptainer image: the image's own environment provides the commands
 # (so the node venv's paths are dropped from cmd) and --nv hands the job's GPUs in. Where the
 # job_wrappers role is installed, clusterhub-startjob adds the maintenance switch, the user's

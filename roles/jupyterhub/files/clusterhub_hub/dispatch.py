@@ -1,4 +1,5 @@
-"""ClusterSpawner: one form with Slurm and Docker profiles; each server runs on the kind its profile names.
+"""ClusterSpawner: one form with Slurm and Docker profiles; each server runs on the kind its profile names
+(and Slurm servers on partitions marked `remote` with the remote HPC mode's spawner).
 
 The hub talks to this spawner; it validates the request (options.py), then builds a child spawner of
 the profile's kind (ClusterSlurmSpawner or ClusterDockerSpawner) from the same constructor arguments
@@ -16,21 +17,22 @@ from tornado import web
 from traitlets import Any, Bool, Integer, List, Unicode, default, observe
 
 from .docker import ClusterDockerSpawner, validated_request
-from .kinds import child_kind, child_state, wrap_state
+from .kinds import child_kind, child_state, spawner_kind, wrap_state
 from .options import maintenance_notice, render_form
 
 # imported when the hub loads its spawner class, not at the first spawn: importing batchspawner
 # registers the API handler through which Slurm jobs report their port (/hub/api/batchspawner)
+from .remote import ClusterRemoteSpawner
 from .spawner import ClusterSlurmSpawner
 
-_CLASSES = {"slurm": ClusterSlurmSpawner, "docker": ClusterDockerSpawner}
+_CLASSES = {"slurm": ClusterSlurmSpawner, "docker": ClusterDockerSpawner, "remote": ClusterRemoteSpawner}
 
 _FLAGS = ("_spawn_pending", "_start_pending", "_stop_pending", "_check_pending")
 
 
 async def _apply_user_options(spawner: ClusterSpawner, user_options: dict) -> None:
     request = validated_request(spawner, user_options)
-    child = spawner.make_child(request.kind)
+    child = spawner.make_child(spawner_kind(request.kind, request.partition, spawner.partitions))
     # the child checks the request again with its own rules and sets its job or container from it
     await child._run_apply_user_options(request.as_user_options())
     spawner.user_options = child.user_options

@@ -6,6 +6,15 @@ from __future__ import annotations
 from .options import ALL_GPUS
 
 
+def spawner_kind(kind: str, partition: str, partitions: list[dict]) -> str:
+    """The child spawner of a validated request: docker, slurm, or remote (a Slurm partition the hub
+    cannot reach, marked `remote: true`: submitted over SSH, reached through the job's tunnel)."""
+    if kind != "slurm":
+        return kind
+    remote = {p["name"] for p in partitions if p.get("remote")}
+    return "remote" if partition in remote else "slurm"
+
+
 def child_kind(state: dict) -> str:
     """The kind of a persisted server: "" when there is none; state without a kind is Slurm's (legacy)."""
     if not state:

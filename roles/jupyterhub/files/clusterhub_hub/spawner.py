@@ -138,7 +138,7 @@ class ClusterSlurmSpawner(SlurmSpawner):
         if notice:
             raise web.HTTPError(503, notice, reason=notice)
         self.ip = self.traits()["ip"].default_value
-        self.port = self.traits()["port"].default_value
+        self.port = self._fresh_port()
         if self.server:
             self.server.port = self.port
         await self.submit_batch_script()
@@ -154,9 +154,7 @@ class ClusterSlurmSpawner(SlurmSpawner):
                 break
             if status == JobStatus.NOTFOUND and await self.query_job_status(max_age=0) == JobStatus.NOTFOUND:
                 job, self.job_id = self.job_id, ""
-                raise RuntimeError(
-                    f"Slurm job {job} ended before the server started; see ~/.jupyterhub_slurmspawner_{job}.log"
-                )
+                raise RuntimeError(f"Slurm job {job} ended before the server started; see {self.job_log(job)}")
             if time.monotonic() - queued_since > self.queue_timeout:
                 await self.cancel_batch_job()
                 job, self.job_id = self.job_id, ""
@@ -170,13 +168,21 @@ class ClusterSlurmSpawner(SlurmSpawner):
                 job, self.job_id = self.job_id, ""
                 raise RuntimeError(
                     f"Slurm job {job} runs on {self.ip} but the server did not report within "
-                    f"{self.startup_timeout} s; see ~/.jupyterhub_slurmspawner_{job}.log"
+                    f"{self.startup_timeout} s; see {self.job_log(job)}"
                 )
             await asyncio.sleep(self.startup_poll_interval)
         self._missed_polls = 0
         self.db.commit()
         self.log.info("Server of %s: job %s at %s:%s", self.user.name, self.job_id, self.ip, self.port)
         return self.ip, self.port
+
+    def job_log(self, job: str) -> str:
+        """Where the job's output is (the batch script's --output), for error messages."""
+        return f"~/.jupyterhub_slurmspawner_{job}.log"
+
+    def _fresh_port(self) -> int:
+        """The port before the job starts: 0, the server reports the one it binds (batchspawner's API)."""
+        return self.traits()["port"].default_value
 
     async def stop(self, now=False):
         if not self.job_id:

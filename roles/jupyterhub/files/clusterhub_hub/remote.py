@@ -1,0 +1,146 @@
+"""ClusterRemoteSpawner: remote HPC mode, for partitions the hub cannot reach (`remote: true`).
+
+Every server is a Slurm job of one HPC account, submitted, queried and cancelled over SSH through
+hpc-gate on the login node (remote_job.py has the commands). The hub picks a free port on its own
+loopback before submitting; the job's wrapper (clusterhub-startjob --tunnel PORT) opens an SSH tunnel
+back to the hub's tunnel account that makes the server appear at 127.0.0.1:PORT here and brings the hub
+API to the job. So the server's address is always 127.0.0.1, whatever node runs it, and the port is
+known before the job starts (nothing needs to report it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from batchspawner import JobStatus
+from jupyterhub.utils import random_port
+from tornado import web
+from traitlets import Dict, Integer, List, default
+
+from .remote_job import cancel_argv, env_exports, job_name, parse_job_id, squeue_argv, submit_argv
+from .slurm_queue import SlurmQueue
+from .spawner import _QUEUES, ClusterSlurmSpawner, _apply_user_options
+
+
+async def _run(argv: list[str], stdin: bytes | None, timeout: float) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    except (TimeoutError, asyncio.CancelledError):
+        proc.kill()
+        raise
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def _apply_remote_user_options(spawner: ClusterRemoteSpawner, user_options: dict) -> None:
+    _apply_user_options(spawner, user_options)
+    if not spawner.req_image_path:
+        reason = (
+            f"partition {spawner.request.partition} runs servers in a container image only: choose one of "
+            + ", ".join(i.get("display_name", i["name"]) for i in spawner.images if i.get("path"))
+        )
+        raise web.HTTPError(400, f"Cannot start the server: {reason}", reason=reason)
+
+
+class ClusterRemoteSpawner(ClusterSlurmSpawner):
+    ssh_command = List(
+        help="argv of the SSH login to the HPC account (through hpc-gate), ending with user@login-node"
+    ).tag(config=True)
+    ssh_timeout = Integer(60, help="Seconds an sbatch or scancel over SSH may take").tag(config=True)
+    job_environment = Dict(help="Further variables exported in every job script").tag(config=True)
+    tunnel_port = Integer(0, help="The hub's loopback port of the current server's tunnel")
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return _apply_remote_user_options
+
+    @default("req_job_name")
+    def _default_req_job_name(self):
+        return job_name(self.job_name, self.user.name)
+
+    @property
+    def queue(self) -> SlurmQueue:
+        argv = squeue_argv(self.ssh_command)
+        key = (tuple(argv), self.squeue_timeout)
+        if key not in _QUEUES:
+            _QUEUES[key] = SlurmQueue(argv, timeout=self.squeue_timeout)
+        return _QUEUES[key]
+
+    def state_gethost(self):
+        return "127.0.0.1"  # the tunnel's end on the hub, wherever the job runs
+
+    def _fresh_port(self) -> int:
+        self.tunnel_port = random_port()
+        return self.tunnel_port
+
+    async def start(self):
+        ip, port = await super().start()
+        # The job runs; its tunnel opens once the wrapper has the overlay and the WebDAV mount. Wait for
+        # it here, so a job that fails before (maintenance, a damaged overlay) fails this start instead of
+        # dying while the hub waits for an answer.
+        deadline = time.monotonic() + self.startup_timeout
+        while not await self._server_reachable(timeout=2):
+            if await self.query_job_status(max_age=self.startup_poll_interval) == JobStatus.NOTFOUND:
+                job, self.job_id = self.job_id, ""
+                raise RuntimeError(
+                    f"Slurm job {job} ended before its tunnel to the hub opened; see {self.job_log(job)}"
+                )
+            if time.monotonic() > deadline:
+                await self.cancel_batch_job()
+                job, self.job_id = self.job_id, ""
+                raise RuntimeError(f"Slurm job {job} opened no tunnel to the hub within {self.startup_timeout} s")
+            await asyncio.sleep(self.startup_poll_interval)
+        return ip, port
+
+    def job_log(self, job: str) -> str:
+        account = self.ssh_command[-1].split("@")[0] if self.ssh_command else "the HPC account"
+        return f"~{account}/.clusterhub/logs/{self.req_job_name}-{job}.log on the HPC login node"
+
+    def cmd_formatted_for_batch(self):
+        # the port is known in advance: the server need not report it through batchspawner's API
+        return " ".join([*self.cmd, *self.get_args()])
+
+    async def submit_batch_script(self):
+        subvars = self.get_req_subvars()
+        subvars["cmd"] = self.cmd_formatted_for_batch()
+        subvars.update(self.user_options)
+        subvars["tunnel_port"] = self.port
+        subvars["remote_env"] = env_exports(self.get_env(), self.job_environment)
+        script = await self._get_batch_script(**subvars)
+        argv = submit_argv(self.ssh_command, self.req_job_name)
+        # the script holds the server's API token: it is never logged
+        self.log.info("Submitting the server of %s through %s (tunnel port %s)", self.user.name, argv[-2], self.port)
+        code, out, err = await _run(argv, script.encode(), self.ssh_timeout)
+        if code != 0:
+            raise RuntimeError(f"The HPC login node refused the job (exit {code}): {err.strip()[-500:]}")
+        self.job_id = parse_job_id(out)
+        self.log.info("Server of %s: job %s submitted", self.user.name, self.job_id)
+        return self.job_id
+
+    async def cancel_batch_job(self):
+        self.log.info("Cancelling job %s of %s", self.job_id, self.user.name)
+        code, _, err = await _run(cancel_argv(self.ssh_command, self.job_id), None, self.ssh_timeout)
+        if code != 0:
+            raise RuntimeError(
+                f"scancel {self.job_id} on the HPC login node failed (exit {code}): {err.strip()[-500:]}"
+            )
+
+    def get_state(self):
+        state = super().get_state()
+        if self.tunnel_port:
+            state["tunnel_port"] = self.tunnel_port
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.tunnel_port = state.get("tunnel_port", 0)
+
+    def clear_state(self):
+        super().clear_state()
+        self.tunnel_port = 0

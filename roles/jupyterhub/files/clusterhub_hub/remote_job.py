@@ -1,0 +1,68 @@
+"""Remote HPC mode, the plain parts: job names, the commands sent through hpc-gate and the job's
+environment. No JupyterHub import, so the rules are unit-tested on their own.
+
+The hub cannot reach the compute nodes and its users have no HPC accounts: every server is a job of one
+HPC account, submitted over SSH to the login node, whose forced command (hpc-gate) allows only
+`sbatch --parsable [--job-name=NAME]`, `squeue` in one format and `scancel JOBID`. SSH passes no
+environment, so what the server needs from the hub is written into the job script as `export` lines.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from .slurm_queue import SQUEUE_FORMAT
+
+# what hpc-gate accepts after "<job name>-"
+_SUFFIX_BAD = re.compile(r"[^A-Za-z0-9_.@+-]")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# the hub's variables for the single-user server; nothing of the hub's own process environment
+ENV_PREFIXES = ("JUPYTERHUB_", "JPY_")
+
+
+def job_name(prefix: str, username: str) -> str:
+    """`<prefix>-<user>`: each user's servers are told apart in squeue; odd characters become _."""
+    return f"{prefix}-{_SUFFIX_BAD.sub('_', username)[:64]}"
+
+
+def remote(ssh_command: list[str], *words: str) -> list[str]:
+    """The argv that runs `words` on the login node: ssh joins its arguments into one command line,
+    which hpc-gate splits again, so each word is quoted."""
+    return [*ssh_command, shlex.join(words)]
+
+
+def submit_argv(ssh_command: list[str], name: str) -> list[str]:
+    return remote(ssh_command, "sbatch", "--parsable", f"--job-name={name}")
+
+
+def squeue_argv(ssh_command: list[str]) -> list[str]:
+    return remote(ssh_command, "squeue", "-h", "-o", SQUEUE_FORMAT)
+
+
+def cancel_argv(ssh_command: list[str], job_id: str) -> list[str]:
+    if not job_id.isdigit():
+        raise ValueError(f"not a Slurm job id: {job_id!r}")
+    return remote(ssh_command, "scancel", job_id)
+
+
+def env_exports(env: dict[str, str], extra: dict[str, str] | None = None) -> str:
+    """`export NAME=value` lines for the job script: the hub's JUPYTERHUB_*/JPY_* variables and the
+    site's extra ones (Spawner.environment), every value quoted for the shell."""
+    chosen = {k: v for k, v in env.items() if k.startswith(ENV_PREFIXES)}
+    chosen.update(extra or {})
+    lines = []
+    for name in sorted(chosen):
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"not an environment variable name: {name!r}")
+        lines.append(f"export {name}={shlex.quote(str(chosen[name]))}")
+    return "\n".join(lines)
+
+
+def parse_job_id(output: str) -> str:
+    """The job id sbatch --parsable printed (last line; `id;cluster` on federations)."""
+    lines = output.strip().splitlines()
+    job_id = lines[-1].split(";")[0].strip() if lines else ""
+    if not job_id.isdigit():
+        raise ValueError(f"sbatch printed no job id: {output.strip()[-300:]!r}")
+    return job_id
