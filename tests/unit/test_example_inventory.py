@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 from clusterhub_hub.options import config_errors
 
@@ -40,3 +41,22 @@ def test_example_slurm_inventory_is_valid():
 def test_example_hub_profiles_fit_their_partitions():
     hub = load("hub.yml")
     assert config_errors(hub["jupyterhub_profiles"], hub["jupyterhub_partitions"], []) == []
+
+
+@pytest.mark.parametrize("engine", ["apptainer", "docker"])
+def test_example_notebook_images_are_valid_specs_for_both_engines(engine, tmp_path):
+    """The CPU and GPU specs pass the notebook_image module's own validation, as the role would call it."""
+    import clusterhub_image as ci
+
+    role_only = {"display_name", "engines", "debootstrap", "base"}
+    for image in load("images.yml")["notebook_images_list"]:
+        assert engine in image["engines"]
+        params = {k: v for k, v in image.items() if k not in role_only}
+        params["engine"] = engine
+        if engine == "docker":
+            params.update(name=f"site/{image['name']}:latest", base=image["base"])
+        else:
+            # the SIF directory must exist where the module runs
+            params.update(name=str(tmp_path / f"{image['name']}.sif"), debootstrap=image["debootstrap"])
+        spec = ci.validate_spec(params)
+        assert spec["pip_packages"] == image["pip_packages"]
