@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import clusterhub_image as ci
 import pytest
 import yaml
 from clusterhub_hub.options import config_errors
@@ -46,8 +47,6 @@ def test_example_hub_profiles_fit_their_partitions():
 @pytest.mark.parametrize("engine", ["apptainer", "docker"])
 def test_example_notebook_images_are_valid_specs_for_both_engines(engine, tmp_path):
     """The CPU and GPU specs pass the notebook_image module's own validation, as the role would call it."""
-    import clusterhub_image as ci
-
     role_only = {"display_name", "engines", "debootstrap", "base"}
     for image in load("images.yml")["notebook_images_list"]:
         assert engine in image["engines"]
