@@ -42,6 +42,7 @@ ACCEPTED = [
     ("squeue -n jupyterhub", "squeue", SQUEUE_ARGS, False),
     ("scancel 4242", "scancel", ("--user=jupyterhpc", "4242"), False),
     ("scancel '17'", "scancel", ("--user=jupyterhpc", "17"), False),
+    ("joblog 4242", "joblog", ("4242",), False),
 ]
 
 REFUSED = [
@@ -89,6 +90,9 @@ REFUSED = [
     ("scancel 0", "exactly one numeric job id"),
     ("scancel -1", "exactly one numeric job id"),
     ("scancel 12;id", "exactly one numeric job id"),
+    ("joblog", "joblog: exactly one numeric job id"),
+    ("joblog ../../etc/shadow", "joblog: exactly one numeric job id"),
+    ("joblog 12 13", "joblog: exactly one numeric job id"),
     ("scancel 1234567890123456789012", "exactly one numeric job id"),
     ("scontrol show jobs", "'scontrol' is not allowed"),
     ("srun hostname", "'srun' is not allowed"),
@@ -177,3 +181,38 @@ def test_the_script_checks_the_job_script_before_looking_for_sbatch():
     proc = run_gate("sbatch --parsable", stdin=b"echo no shebang\n")
     assert proc.returncode == gate.EXIT_REFUSED
     assert b"must start with #!" in proc.stderr
+
+
+def test_joblog_prints_only_the_wrappers_messages_of_that_job(tmp_path):
+    logs = tmp_path / ".clusterhub" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "jupyterhub-alice-41.log").write_text("clusterhub: not this job\n")
+    (logs / "jupyterhub-alice-42.log").write_text(
+        "clusterhub: job 42 on rnode1 for jupyterhpc, 1 CPUs\n"
+        "some output of the server with a token=abc\n"
+        "clusterhub: the notebook service is in maintenance: Back at 14:00.\n"
+    )
+    assert gate.job_messages("42", gate.Config(), str(tmp_path)) == [
+        "job 42 on rnode1 for jupyterhpc, 1 CPUs",
+        "the notebook service is in maintenance: Back at 14:00.",
+    ]
+    assert gate.job_messages("43", gate.Config(), str(tmp_path)) == []
+
+
+def test_joblog_never_follows_a_link_a_job_put_there(tmp_path):
+    logs = tmp_path / ".clusterhub" / "logs"
+    logs.mkdir(parents=True)
+    secret = tmp_path / "tunnel_key"
+    secret.write_text("clusterhub: PRIVATE KEY\n")
+    (logs / "jupyterhub-alice-7.log").symlink_to(secret)
+    assert gate.job_messages("7", gate.Config(), str(tmp_path)) == []
+
+
+def test_joblog_shortens_and_limits_what_it_prints(tmp_path):
+    logs = tmp_path / ".clusterhub" / "logs"
+    logs.mkdir(parents=True)
+    lines = [f"clusterhub: {i} " + "x" * 1000 for i in range(20)]
+    (logs / "j-9.log").write_text("\n".join(lines) + "\n")
+    messages = gate.job_messages("9", gate.Config(), str(tmp_path))
+    assert len(messages) == gate.MAX_MESSAGES and messages[-1].startswith("19 ")
+    assert all(len(m) == gate.MAX_MESSAGE_CHARS for m in messages)

@@ -15,6 +15,7 @@ from clusterhub_hub.remote_job import (
     cancel_argv,
     env_exports,
     job_name,
+    joblog_argv,
     parse_job_id,
     squeue_argv,
     submit_argv,
@@ -56,12 +57,14 @@ def test_every_command_is_one_the_gate_accepts():
         "--format=%i|%T|%B|%r",
     )
     assert gate.parse(cancel_argv(SSH, "42")[-1], config, "jupyterhpc").args == ("--user=jupyterhpc", "42")
+    assert gate.parse(joblog_argv(SSH, "42")[-1], config, "jupyterhpc").args == ("42",)
     assert submit_argv(SSH, "jupyterhub-alice")[:-1] == SSH
 
 
-def test_cancel_takes_job_ids_only():
+@pytest.mark.parametrize("argv", [cancel_argv, joblog_argv])
+def test_job_commands_take_job_ids_only(argv):
     with pytest.raises(ValueError, match="not a Slurm job id"):
-        cancel_argv(SSH, "42; rm -rf ~")
+        argv(SSH, "42; rm -rf ~")
 
 
 def test_env_exports_carry_the_hubs_variables_quoted_and_nothing_else():

@@ -7,6 +7,8 @@ Exactly three commands pass, each rebuilt from a whitelist (never handed to a sh
     sbatch --parsable [--job-name=NAME]       the job script on stdin (must start with #!)
     squeue [-h] [--name NAME] [-o FORMAT]     this account's jobs (those named NAME), in the fixed FORMAT
     scancel JOBID                             one numeric job id of this account's jobs
+    joblog JOBID                              the wrapper's messages ("clusterhub: ...") from that job's
+                                              output file, so the hub can tell the user why it ended
 
 NAME is the configured job name or that name, a dash and a suffix (the hub names each user's job
 `jupyterhub-<user>`); without --job-name a job gets the configured name. FORMAT and the name come
@@ -23,6 +25,7 @@ import pwd
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import syslog
@@ -41,11 +44,18 @@ class Refused(Exception):
     """The request is not one of the whitelisted commands."""
 
 
+MESSAGE_PREFIX = "clusterhub: "
+MAX_MESSAGES = 5
+MAX_MESSAGE_CHARS = 500
+MAX_LOG_BYTES = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Config:
     job_name: str = "jupyterhub"
     squeue_format: str = "%i|%T|%B|%r"
     slurm_bin_dir: str = ""
+    job_log_dir: str = ".clusterhub/logs"  # the jobs' --output directory, relative to the account's home
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ def load_config(path: str = CONFIG_FILE) -> Config:
         job_name=section.get("job_name", defaults.job_name).strip(),
         squeue_format=section.get("squeue_format", defaults.squeue_format).strip(),
         slurm_bin_dir=section.get("slurm_bin_dir", defaults.slurm_bin_dir).strip(),
+        job_log_dir=section.get("job_log_dir", defaults.job_log_dir).strip(),
     )
 
 
@@ -135,7 +146,38 @@ def parse(command: str | None, config: Config, user: str) -> Request:
         if len(rest) != 1 or not JOB_ID.match(rest[0]):
             raise Refused("scancel: exactly one numeric job id is allowed")
         return Request("scancel", (f"--user={user}", rest[0]))
-    raise Refused(f"{tool!r} is not allowed: this account runs only sbatch, squeue and scancel")
+    if tool == "joblog":
+        if len(rest) != 1 or not JOB_ID.match(rest[0]):
+            raise Refused("joblog: exactly one numeric job id is allowed")
+        return Request("joblog", (rest[0],))
+    raise Refused(f"{tool!r} is not allowed: this account runs only sbatch, squeue, scancel and joblog")
+
+
+def job_messages(job_id: str, config: Config, home: str) -> list[str]:
+    """The wrapper's own lines ("clusterhub: ...") from the output file of job_id: a regular file of this
+    account, never through a symbolic link (the jobs write in that directory), the last few, shortened."""
+    directory = os.path.join(home, config.job_log_dir)
+    suffix = f"-{job_id}.log"
+    try:
+        names = [n for n in os.listdir(directory) if n.endswith(suffix)]
+    except OSError:
+        return []
+    messages: list[str] = []
+    for name in sorted(names)[:1]:
+        try:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return []
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+                return []
+            fh.seek(max(0, st.st_size - MAX_LOG_BYTES))
+            text = fh.read(MAX_LOG_BYTES).decode("utf-8", errors="replace")
+        for line in text.splitlines():
+            if line.startswith(MESSAGE_PREFIX):
+                messages.append(line[len(MESSAGE_PREFIX) :][:MAX_MESSAGE_CHARS])
+    return messages[-MAX_MESSAGES:]
 
 
 def find_tool(tool: str, config: Config) -> str | None:
@@ -166,6 +208,10 @@ def main() -> int:
         syslog.syslog(syslog.LOG_WARNING, f"refused {command!r}: {e}")
         print(f"hpc-gate: refused: {e}", file=sys.stderr)
         return EXIT_REFUSED
+    if request.tool == "joblog":
+        for message in job_messages(request.args[0], config, pwd.getpwuid(os.getuid()).pw_dir):
+            print(message)
+        return 0
     path = find_tool(request.tool, config)
     if path is None:
         print(f"hpc-gate: {request.tool} not found (Slurm's client commands are not installed here)", file=sys.stderr)

@@ -18,7 +18,7 @@ from jupyterhub.utils import random_port
 from tornado import web
 from traitlets import Dict, Integer, List, default
 
-from .remote_job import cancel_argv, env_exports, job_name, parse_job_id, squeue_argv, submit_argv
+from .remote_job import cancel_argv, env_exports, job_name, joblog_argv, parse_job_id, squeue_argv, submit_argv
 from .slurm_queue import SlurmQueue
 from .spawner import _QUEUES, ClusterSlurmSpawner, _apply_user_options
 
@@ -88,15 +88,21 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
         while not await self._server_reachable(timeout=2):
             if await self.query_job_status(max_age=self.startup_poll_interval) == JobStatus.NOTFOUND:
                 job, self.job_id = self.job_id, ""
-                raise RuntimeError(
-                    f"Slurm job {job} ended before its tunnel to the hub opened; see {self.job_log(job)}"
-                )
+                raise RuntimeError(await self.ended_early(job, "its tunnel to the hub opened"))
             if time.monotonic() > deadline:
                 await self.cancel_batch_job()
                 job, self.job_id = self.job_id, ""
                 raise RuntimeError(f"Slurm job {job} opened no tunnel to the hub within {self.startup_timeout} s")
             await asyncio.sleep(self.startup_poll_interval)
         return ip, port
+
+    async def job_end_reason(self, job: str) -> str:
+        # the wrapper's messages ("your server cannot start: ...", the maintenance text) through hpc-gate
+        try:
+            code, out, _ = await _run(joblog_argv(self.ssh_command, job), None, self.ssh_timeout)
+        except (OSError, TimeoutError):
+            return ""
+        return " ".join(out.split("\n")[-3:]).strip() if code == 0 else ""
 
     def job_log(self, job: str) -> str:
         account = self.ssh_command[-1].split("@")[0] if self.ssh_command else "the HPC account"

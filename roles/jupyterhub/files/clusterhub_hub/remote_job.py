@@ -3,7 +3,7 @@ environment. No JupyterHub import, so the rules are unit-tested on their own.
 
 The hub cannot reach the compute nodes and its users have no HPC accounts: every server is a job of one
 HPC account, submitted over SSH to the login node, whose forced command (hpc-gate) allows only
-`sbatch --parsable [--job-name=NAME]`, `squeue` in one format and `scancel JOBID`. SSH passes no
+`sbatch --parsable [--job-name=NAME]`, `squeue` in one format, `scancel JOBID` and `joblog JOBID`. SSH passes no
 environment, so what the server needs from the hub is written into the job script as `export` lines.
 """
 
@@ -44,6 +44,13 @@ def cancel_argv(ssh_command: list[str], job_id: str) -> list[str]:
     if not job_id.isdigit():
         raise ValueError(f"not a Slurm job id: {job_id!r}")
     return remote(ssh_command, "scancel", job_id)
+
+
+def joblog_argv(ssh_command: list[str], job_id: str) -> list[str]:
+    """hpc-gate's `joblog JOBID`: the wrapper's messages from the job's output (why it ended)."""
+    if not job_id.isdigit():
+        raise ValueError(f"not a Slurm job id: {job_id!r}")
+    return remote(ssh_command, "joblog", job_id)
 
 
 def env_exports(env: dict[str, str], extra: dict[str, str] | None = None) -> str:

@@ -154,7 +154,7 @@ class ClusterSlurmSpawner(SlurmSpawner):
                 break
             if status == JobStatus.NOTFOUND and await self.query_job_status(max_age=0) == JobStatus.NOTFOUND:
                 job, self.job_id = self.job_id, ""
-                raise RuntimeError(f"Slurm job {job} ended before the server started; see {self.job_log(job)}")
+                raise RuntimeError(await self.ended_early(job, "the server started"))
             if time.monotonic() - queued_since > self.queue_timeout:
                 await self.cancel_batch_job()
                 job, self.job_id = self.job_id, ""
@@ -175,6 +175,17 @@ class ClusterSlurmSpawner(SlurmSpawner):
         self.db.commit()
         self.log.info("Server of %s: job %s at %s:%s", self.user.name, self.job_id, self.ip, self.port)
         return self.ip, self.port
+
+    async def ended_early(self, job: str, before: str) -> str:
+        """The message for a job that ended before `before`: the job's own reason where it can be read."""
+        reason = await self.job_end_reason(job)
+        if reason:
+            return f"Slurm job {job} ended before {before}: {reason}"
+        return f"Slurm job {job} ended before {before}; see {self.job_log(job)}"
+
+    async def job_end_reason(self, job: str) -> str:
+        """Why the job ended, in the job's words ("" when unknown); the user reads it in the job log here."""
+        return ""
 
     def job_log(self, job: str) -> str:
         """Where the job's output is (the batch script's --output), for error messages."""
