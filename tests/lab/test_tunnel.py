@@ -57,6 +57,28 @@ def banner(host, port: int) -> str:
     return host.run("python3 -c %s %s", code, str(port)).stdout
 
 
+def assert_forwards_refused(client, ssh: str, targets: list[str], local_port: int) -> None:
+    """ssh (with {} where the options go) may not open channels to targets: -W is refused outright, and a
+    -L to the first target listens on the client but the server refuses every connection through it."""
+    for target in targets:
+        result = client.run(f"echo | {ssh.format('-W ' + target)}")
+        assert result.rc == 255
+        assert "administratively prohibited" in result.stderr
+    forward = ssh.format(f"-N -L 127.0.0.1:{local_port}:{targets[0]}")
+    pid = background(client, forward, f"forbidden-L-{local_port}")
+    try:
+        wait_for(lambda: listening(client, local_port), timeout=30, what=f"the forbidden -L on {local_port}")
+        assert "SSH-2.0" not in banner(client, local_port)
+        log = f"/tmp/chtun-test-forbidden-L-{local_port}.log"
+        wait_for(
+            lambda: "administratively prohibited" in client.file(log).content_string,
+            timeout=10,
+            what="the server refusing the forward",
+        )
+    finally:
+        stop(client, pid)
+
+
 def stop(host, pid: str) -> None:
     host.run(f"kill {pid}")
 
@@ -109,22 +131,10 @@ def test_tunnelbot_may_not_open_other_ports_on_the_hub(hub, login, web_servers):
     # the allowed destination works through -W (the same direct-tcpip channel as -L) ...
     ok = login.run(f"echo | {TUNNEL_SSH} -W 127.0.0.1:{API_PORT} tunnelbot@hub")
     assert ok.rc == 0, ok.stderr
-    for target in ("127.0.0.1:22", f"localhost:{API_PORT}", f"hub:{API_PORT}"):
-        result = login.run(f"echo | {TUNNEL_SSH} -W {target} tunnelbot@hub")
-        assert result.rc == 255
-        assert "administratively prohibited" in result.stderr
-    # ... and a -L to another port gets its connections refused on the hub's side
-    pid = background(login, f"{TUNNEL_SSH} -N -L 127.0.0.1:18022:127.0.0.1:22 tunnelbot@hub", "forbidden-L")
-    try:
-        wait_for(lambda: listening(login, 18022), timeout=30, what="the forbidden -L listening on login")
-        assert "SSH-2.0" not in banner(login, 18022)
-        wait_for(
-            lambda: "administratively prohibited" in login.file("/tmp/chtun-test-forbidden-L.log").content_string,
-            timeout=10,
-            what="the hub refusing the forward",
-        )
-    finally:
-        stop(login, pid)
+    # ... nothing else does, and a -L to another port gets its connections refused on the hub's side
+    assert_forwards_refused(
+        login, f"{TUNNEL_SSH} {{}} tunnelbot@hub", ["127.0.0.1:22", f"localhost:{API_PORT}", f"hub:{API_PORT}"], 18022
+    )
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:18889", "hub:18889", "127.0.0.2:18889", "localhost:18889"])
@@ -173,15 +183,7 @@ def test_the_hub_can_run_nothing_else(hub, command):
 
 
 def test_the_hub_may_not_forward_through_the_login_node(hub):
-    result = hub.run(f"echo | {HUB_SSH} -W 127.0.0.1:22 jupyterhpc@login")
-    assert result.rc == 255
-    assert "administratively prohibited" in result.stderr
-    pid = background(hub, f"{HUB_SSH} -N -L 127.0.0.1:18023:127.0.0.1:22 jupyterhpc@login", "hub-L")
-    try:
-        wait_for(lambda: listening(hub, 18023), timeout=30, what="the forbidden -L listening on the hub")
-        assert "SSH-2.0" not in banner(hub, 18023)
-    finally:
-        stop(hub, pid)
+    assert_forwards_refused(hub, f"{HUB_SSH} {{}} jupyterhpc@login", ["127.0.0.1:22"], 18023)
     remote = hub.run(
         f"timeout 30 {HUB_SSH} -N -o ExitOnForwardFailure=yes -R 127.0.0.1:18024:127.0.0.1:22 jupyterhpc@login"
     )

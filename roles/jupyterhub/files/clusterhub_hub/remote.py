@@ -60,6 +60,12 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
     def _default_apply_user_options(self):
         return _apply_remote_user_options
 
+    @default("unreachable_polls")
+    def _default_unreachable_polls(self):
+        # through a tunnel, "no answer" is more often the network between hub and HPC (the tunnel is being
+        # reopened) than a dead node: give it ten polls before the job counts as lost
+        return 10
+
     @default("req_job_name")
     def _default_req_job_name(self):
         return job_name(self.job_name, self.user.name)
