@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import PLAYBOOK, PREFIX, run_playbook, wait_for
+from conftest import PLAYBOOK, PREFIX, wait_for
 
 pytestmark = [
     pytest.mark.remote,
@@ -97,7 +97,9 @@ def test_a_dropped_tunnel_is_opened_again_while_the_server_runs(alice_remote, rn
     wait_for(answers, timeout=60, interval=2, what="the server through the new tunnel")
 
 
-def test_keep_txt_survives_a_playbook_rerun_with_a_larger_overlay(alice_remote, login, rnode):
+def test_keep_txt_survives_a_restart_and_nothing_else_is_in_her_container(alice_remote, rnode):
+    """The overlay is made and checked by the same wrapper in both modes; the playbook re-run with a larger
+    overlay size is tested in direct mode (test_apptainer), here the remote restart."""
     alice_remote.start(options=REMOTE, timeout=240)
     out = alice_remote.run_code(
         "import os; open(os.path.expanduser('~/keep.txt'), 'w').write('kept remotely'); "
@@ -109,14 +111,9 @@ def test_keep_txt_survives_a_playbook_rerun_with_a_larger_overlay(alice_remote, 
     assert out.split() == ["False", "False", "False"], "nothing of the HPC account or of bob inside her container"
     alice_remote.stop()
     size = rnode.file(OVERLAY).size
-    result = run_playbook("playbooks/containers.yml", "--limit", "rnode1", "-e", "job_wrappers_overlay_size_mib=512")
-    assert result.returncode == 0, result.stdout[-3000:]
-    try:
-        alice_remote.start(options=REMOTE, timeout=240)
-        assert alice_remote.run_code("print(open('/home/alice/keep.txt').read())").strip() == "kept remotely"
-        assert rnode.file(OVERLAY).size == size
-    finally:
-        run_playbook("playbooks/containers.yml", "--limit", "rnode1")
+    alice_remote.start(options=REMOTE, timeout=240)
+    assert alice_remote.run_code("print(open('/home/alice/keep.txt').read())").strip() == "kept remotely"
+    assert rnode.file(OVERLAY).size == size
 
 
 def test_a_file_in_webdav_share_lands_in_alices_space_and_the_password_stays_hidden(alice_remote, rnode, storage):
