@@ -108,7 +108,8 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
             code, out, _ = await _run(joblog_argv(self.ssh_command, job), None, self.ssh_timeout)
         except (OSError, TimeoutError):
             return ""
-        return " ".join(out.split("\n")[-3:]).strip() if code == 0 else ""
+        messages = [line.strip() for line in out.splitlines() if line.strip()] if code == 0 else []
+        return messages[-1] if messages else ""  # the wrapper's last word: why it stopped
 
     def job_log(self, job: str) -> str:
         account = self.ssh_command[-1].split("@")[0] if self.ssh_command else "the HPC account"
