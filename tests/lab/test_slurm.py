@@ -122,7 +122,8 @@ def test_check_mode_rerun_changes_nothing(login):
 )
 def test_bad_inventory_fails_before_any_host_changes(login, extra_vars, message):
     conf_before = login.file("/etc/slurm/slurm.conf").sha256sum
-    result = run_playbook(PLAYBOOK, "-e", extra_vars)
+    # the controller and a node are enough to see the validation stop the run (faster than all hosts)
+    result = run_playbook(PLAYBOOK, "--limit", "login,node1", "-e", extra_vars)
     assert result.returncode != 0
     assert re.search(message, result.stdout), result.stdout[-3000:]
     changed = recap_changed(result.stdout)
