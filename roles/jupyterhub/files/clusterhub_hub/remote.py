@@ -19,23 +19,8 @@ from tornado import web
 from traitlets import Dict, Integer, List, default
 
 from .remote_job import cancel_argv, env_exports, job_name, joblog_argv, parse_job_id, squeue_argv, submit_argv
-from .slurm_queue import SlurmQueue
+from .slurm_queue import SlurmQueue, run_exec
 from .spawner import _QUEUES, ClusterSlurmSpawner, _apply_user_options
-
-
-async def _run(argv: list[str], stdin: bytes | None, timeout: float) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
-    except (TimeoutError, asyncio.CancelledError):
-        proc.kill()
-        raise
-    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 async def _apply_remote_user_options(spawner: ClusterRemoteSpawner, user_options: dict) -> None:
@@ -105,7 +90,7 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
     async def job_end_reason(self, job: str) -> str:
         # the wrapper's messages ("your server cannot start: ...", the maintenance text) through hpc-gate
         try:
-            code, out, _ = await _run(joblog_argv(self.ssh_command, job), None, self.ssh_timeout)
+            code, out, _ = await asyncio.wait_for(run_exec(joblog_argv(self.ssh_command, job)), self.ssh_timeout)
         except (OSError, TimeoutError):
             return ""
         messages = [line.strip() for line in out.splitlines() if line.strip()] if code == 0 else []
@@ -129,7 +114,7 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
         argv = submit_argv(self.ssh_command, self.req_job_name)
         # the script holds the server's API token: it is never logged
         self.log.info("Submitting the server of %s through %s (tunnel port %s)", self.user.name, argv[-2], self.port)
-        code, out, err = await _run(argv, script.encode(), self.ssh_timeout)
+        code, out, err = await asyncio.wait_for(run_exec(argv, script.encode()), self.ssh_timeout)
         if code != 0:
             raise RuntimeError(f"The HPC login node refused the job (exit {code}): {err.strip()[-500:]}")
         self.job_id = parse_job_id(out)
@@ -138,7 +123,7 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
 
     async def cancel_batch_job(self):
         self.log.info("Cancelling job %s of %s", self.job_id, self.user.name)
-        code, _, err = await _run(cancel_argv(self.ssh_command, self.job_id), None, self.ssh_timeout)
+        code, _, err = await asyncio.wait_for(run_exec(cancel_argv(self.ssh_command, self.job_id)), self.ssh_timeout)
         if code != 0:
             raise RuntimeError(
                 f"scancel {self.job_id} on the HPC login node failed (exit {code}): {err.strip()[-500:]}"

@@ -40,17 +40,19 @@ def squeue_argv(ssh_command: list[str]) -> list[str]:
     return remote(ssh_command, "squeue", "-h", "-o", SQUEUE_FORMAT)
 
 
-def cancel_argv(ssh_command: list[str], job_id: str) -> list[str]:
+def _job_id(job_id: str) -> str:
     if not job_id.isdigit():
         raise ValueError(f"not a Slurm job id: {job_id!r}")
-    return remote(ssh_command, "scancel", job_id)
+    return job_id
+
+
+def cancel_argv(ssh_command: list[str], job_id: str) -> list[str]:
+    return remote(ssh_command, "scancel", _job_id(job_id))
 
 
 def joblog_argv(ssh_command: list[str], job_id: str) -> list[str]:
     """hpc-gate's `joblog JOBID`: the wrapper's messages from the job's output (why it ended)."""
-    if not job_id.isdigit():
-        raise ValueError(f"not a Slurm job id: {job_id!r}")
-    return remote(ssh_command, "joblog", job_id)
+    return remote(ssh_command, "joblog", _job_id(job_id))
 
 
 def env_exports(env: dict[str, str], extra: dict[str, str] | None = None) -> str:

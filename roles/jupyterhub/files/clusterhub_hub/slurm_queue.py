@@ -49,10 +49,17 @@ def parse_squeue(output: str) -> dict[str, JobInfo]:
 Runner = Callable[[list[str]], Awaitable[tuple[int, str, str]]]
 
 
-async def run_exec(argv: list[str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+async def run_exec(argv: list[str], stdin: bytes | None = None) -> tuple[int, str, str]:
+    """Run argv (no shell) with stdin as its input (none: /dev/null); the process is killed if cancelled,
+    so `asyncio.wait_for(run_exec(...), timeout)` bounds it."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
-        out, err = await proc.communicate()
+        out, err = await proc.communicate(stdin)
     except asyncio.CancelledError:
         proc.kill()
         raise
