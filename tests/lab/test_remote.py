@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import PLAYBOOK, PREFIX, wait_for
+from conftest import PLAYBOOK, PREFIX, recap_changed, run_playbook, wait_for
 
 pytestmark = [
     pytest.mark.remote,
@@ -20,6 +20,8 @@ pytestmark = [
 
 REMOTE = {"profile": "hpc", "image": "python"}
 OVERLAY = "/home/jupyterhpc/.clusterhub/alice.img"
+# partition hpcown: the same node, jobs run as the hub user's own HPC account (run_as: user)
+OWN = {"profile": "hpcown", "image": "python"}
 
 
 def address(container: str, network: str) -> str:
@@ -41,13 +43,26 @@ def reachable(host, ip: str, port: int) -> bool:
     return host.run(f"timeout 5 bash -c '</dev/tcp/{ip}/{port}'").rc == 0
 
 
+def stopped_before_and_after(client, gone):
+    """The user's hub client with no server; afterwards the server stopped and its job gone (scancel)."""
+    client.stop()
+    yield client
+    client.stop()
+    wait_for(gone, what=f"the job of {client.user}'s server gone")
+
+
 @pytest.fixture
 def alice_remote(hub_as, login):
-    alice = hub_as("alice")
-    alice.stop()
-    yield alice
-    alice.stop()
-    wait_for(lambda: not remote_jobs(login), what="alice's remote job gone")
+    yield from stopped_before_and_after(hub_as("alice"), lambda: not remote_jobs(login))
+
+
+def own_jobs(login, user: str) -> list[str]:
+    return login.check_output(f"squeue -h -u {user} --name jupyterhub-{user} -o %i").split()
+
+
+@pytest.fixture
+def bob_own(hub_as, login):
+    yield from stopped_before_and_after(hub_as("bob"), lambda: not own_jobs(login, "bob"))
 
 
 def test_the_hub_cannot_reach_the_remote_node_but_the_login_node_can(hub, login):
@@ -160,3 +175,52 @@ def test_maintenance_on_the_hpc_side_fails_a_remote_start_at_once_with_its_messa
         ), said
     finally:
         rnode.check_output("rm -f /etc/clusterhub/maintenance")
+
+
+def test_on_a_run_as_user_partition_the_job_is_bobs_own_and_unix_permissions_separate_users(bob_own, login, rnode):
+    bob_own.start(options=OWN, timeout=240)
+    code = "import os, socket; print(socket.gethostname(), os.getuid(), os.path.expanduser('~'),"
+    code += " os.environ['JUPYTERHUB_API_URL'], os.path.exists('/home/jupyterhpc/.ssh'))"
+    host, uid, home, api, hpc_home = bob_own.run_code(code).split()
+    bob = login.user("bob")
+    assert (host, int(uid), home) == ("rnode1", bob.uid, "/home/bob"), "the server runs as bob's own account"
+    assert api.startswith("http://127.0.0.1:") and hpc_home == "False"
+    # submitted through hpc-gate as bob (sudo on the login node): Slurm knows the job as bob's
+    (job,) = own_jobs(login, "bob")
+    assert login.check_output(f"squeue -h -j {job} -o '%j %u %P %N'") == "jupyterhub-bob bob hpcown rnode1"
+    # the job's output, its log and overlay are in bob's own home, his alone
+    output = rnode.file(f"/home/bob/.clusterhub/logs/jupyterhub-bob-{job}.log")
+    assert (output.user, output.contains("clusterhub: job")) == ("bob", True)
+    overlay = rnode.file("/home/bob/.clusterhub/bob.img")
+    assert (overlay.user, overlay.mode) == ("bob", 0o600)
+    # Unix permissions: neither alice nor the hub's HPC account can read them on the node
+    for other in ("alice", "jupyterhpc"):
+        assert rnode.run(f"runuser -u {other} -- head -c 1 /home/bob/.clusterhub/bob.img").rc != 0
+        assert rnode.run(f"runuser -u {other} -- cat {output.path}").rc != 0
+    # ... and bob's job cannot read the shared account's overlays and logs (only the tunnel key, by design)
+    assert rnode.run("runuser -u bob -- head -c 1 " + OVERLAY).rc != 0
+    assert rnode.run("runuser -u bob -- ls /home/jupyterhpc/.clusterhub/logs").rc != 0
+
+
+@pytest.mark.parametrize(
+    ("limit", "extra_vars", "message"),
+    [
+        (
+            "hub",
+            '{"jupyterhub_partitions": [{"name": "jupyter", "max_cpus": 2, "max_memory_gb": 4, "max_hours": 12,'
+            ' "run_as": "user"}], "jupyterhub_profiles": []}',
+            r"jupyterhub_partitions jupyter: run_as user needs remote true",
+        ),
+        ("login", '{"hpc_account_users_group": "HPC users"}', r"hpc_account_users_group \(HPC users\) must be empty"),
+        ("login", '{"hpc_account_users_min_uid": 0}', r"hpc_account_users_min_uid \(0\) at least 1000"),
+    ],
+    ids=["run-as-user-not-remote", "bad-group-name", "root-allowed"],
+)
+def test_bad_own_account_settings_fail_before_any_host_changes(login, limit, extra_vars, message):
+    sudoers = login.file("/etc/sudoers.d/clusterhub-hpc-gate").sha256sum
+    result = run_playbook("playbooks/site.yml", "--limit", limit, "-e", extra_vars)
+    assert result.returncode != 0
+    assert re.search(message, result.stdout), result.stdout[-3000:]
+    changed = recap_changed(result.stdout)
+    assert changed and all(n == 0 for n in changed.values()), changed
+    assert login.file("/etc/sudoers.d/clusterhub-hpc-gate").sha256sum == sudoers

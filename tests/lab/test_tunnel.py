@@ -153,7 +153,14 @@ def test_the_tunnels_check_the_hubs_host_key(hub, login):
 
 def test_the_tunnel_private_key_is_only_on_the_hpc_side(hub, login):
     key = login.file(f"{HPC_HOME}/.ssh/tunnel_key")
-    assert (key.user, key.mode) == ("jupyterhpc", 0o600)
+    # the lab's users have HPC accounts of their own too (hpc_account_users_group): their jobs read the key,
+    # root's and hpcusers', through jupyterhpc's home and ~/.ssh, which they can pass but not list
+    assert (key.user, key.group, key.mode) == ("root", "hpcusers", 0o640)
+    for directory in (HPC_HOME, f"{HPC_HOME}/.ssh"):
+        assert login.file(directory).mode == 0o710 and login.file(directory).group == "hpcusers"
+    assert login.run("runuser -u bob -- ls /home/jupyterhpc").rc != 0
+    assert login.run("runuser -u labadmin -- cat /home/jupyterhpc/.ssh/tunnel_key").rc != 0, "not a member"
+    assert login.run("runuser -u bob -- ls /home/jupyterhpc/.clusterhub").rc != 0
     body = login.check_output(f"awk '{{print $2}}' {HPC_HOME}/.ssh/tunnel_key.pub")
     assert hub.run(f"grep -rl {body} /etc/ssh/clusterhub_authorized_keys").stdout.strip()
     assert hub.run("find / -xdev -name 'tunnel_key*' -print -quit").stdout == ""
@@ -180,6 +187,30 @@ def test_the_hub_can_run_nothing_else(hub, command):
     assert result.rc == 2, result.stderr
     assert result.stderr.splitlines()[-1].startswith("hpc-gate: refused: ")
     assert "uid=" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("as labadmin scancel 1", "labadmin is not a member of hpcusers"),
+        ("as root scancel 1", "root is a system account"),
+        ("as jupyterhub scancel 1", "jupyterhub is not a member of hpcusers"),
+        ("as bob squeue", "squeue runs as the gate's account"),
+        ("as bob bash", "'bash' is not allowed"),
+        ("as bob as alice scancel 1", "'as' is not allowed"),
+    ],
+)
+def test_the_hub_runs_commands_only_as_members_of_the_users_group(hub, command, message):
+    result = gate(command, hub)
+    assert result.rc == 2 and message in result.stderr, result.stderr
+
+
+def test_as_a_member_the_gate_runs_slurm_as_that_user(hub):
+    # a job id that does not exist: scancel answers as bob (through sudo and hpc-gate --run), not the gate
+    result = gate("as bob scancel 999999", hub)
+    assert result.rc != 2, result.stderr
+    assert "hpc-gate" not in result.stderr and "sudo" not in result.stderr, result.stderr
+    assert "Invalid job id specified" in result.stderr, result.stderr
 
 
 def test_the_hub_may_not_forward_through_the_login_node(hub):

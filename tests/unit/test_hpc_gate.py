@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import grp
 import importlib.util
 import io
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -216,3 +218,153 @@ def test_joblog_shortens_and_limits_what_it_prints(tmp_path):
     messages = gate.job_messages("9", gate.Config(), str(tmp_path))
     assert len(messages) == gate.MAX_MESSAGES and messages[-1].startswith("19 ")
     assert all(len(m) == gate.MAX_MESSAGE_CHARS for m in messages)
+
+
+# --- hub users with HPC accounts of their own (users_group; partitions with run_as: user) -----------------
+
+GROUP_CONFIG = gate.Config(job_name="jupyterhub", squeue_format="%i|%T|%B|%r", users_group="hpcusers")
+PASSWD = {
+    "alice": pwd.struct_passwd(("alice", "x", 2001, 2001, "", "/home/alice", "/bin/bash")),
+    "bob": pwd.struct_passwd(("bob", "x", 2002, 3000, "", "/home/bob", "/bin/bash")),  # primary group hpcusers
+    "carol": pwd.struct_passwd(("carol", "x", 2003, 2003, "", "/home/carol", "/bin/bash")),  # not a member
+    "daemon": pwd.struct_passwd(("daemon", "x", 1, 1, "", "/usr/sbin", "/usr/sbin/nologin")),
+    "root": pwd.struct_passwd(("root", "x", 0, 0, "", "/root", "/bin/bash")),
+}
+GROUPS = {"hpcusers": grp.struct_group(("hpcusers", "x", 3000, ["alice", "daemon", "root"]))}
+
+
+@pytest.fixture
+def accounts(monkeypatch):
+    def getpwnam(name):
+        return PASSWD[name]
+
+    def getgrnam(name):
+        return GROUPS[name]
+
+    monkeypatch.setattr(gate.pwd, "getpwnam", getpwnam)
+    monkeypatch.setattr(gate.grp, "getgrnam", getgrnam)
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (
+            "as alice sbatch --parsable --job-name=jupyterhub-alice",
+            (
+                "sbatch",
+                ("--parsable", "--job-name=jupyterhub-alice"),
+                True,
+                "sbatch --parsable --job-name=jupyterhub-alice",
+            ),
+        ),
+        ("as bob scancel 42", ("scancel", ("--user=bob", "42"), False, "scancel 42")),
+        ("as alice joblog 7", ("joblog", ("7",), False, "joblog 7")),
+    ],
+)
+@pytest.mark.usefixtures("accounts")
+def test_as_a_member_runs_the_checked_command_as_that_user(command, expected):
+    request = gate.parse(command, GROUP_CONFIG, USER)
+    assert (request.tool, request.args, request.stdin, request.inner) == expected
+    assert request.as_user == command.split()[1]
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("as carol sbatch --parsable", "carol is not a member of hpcusers"),
+        ("as nobody9 scancel 1", "nobody9 is not a member of hpcusers"),
+        ("as root scancel 1", "root is a system account"),
+        ("as daemon scancel 1", "daemon is a system account"),
+        ("as Alice scancel 1", "'Alice' is not a user name"),
+        ("as 'al ice' scancel 1", "is not a user name"),
+        ("as alice", "usage `as USER"),
+        ("as alice as bob scancel 1", "'as' is not allowed"),
+        ("as alice squeue", "squeue runs as the gate's account"),
+        ("as alice bash -i", "'bash' is not allowed"),
+        ("as alice sbatch --parsable --wrap id", "argument '--wrap' is not allowed"),
+        ("as alice scancel --user=bob 1", "exactly one numeric job id"),
+    ],
+)
+def test_as_refuses_what_the_group_does_not_allow(accounts, command, message):
+    with pytest.raises(gate.Refused) as excinfo:
+        gate.parse(command, GROUP_CONFIG, USER)
+    assert message in str(excinfo.value)
+
+
+def test_as_is_refused_where_no_users_group_is_set(accounts):
+    with pytest.raises(gate.Refused, match="sets no users_group"):
+        gate.parse("as alice scancel 1", CONFIG, USER)
+
+
+def test_with_a_users_group_squeue_lists_the_hubs_jobs_of_every_account():
+    request = gate.parse("squeue -h -o '%i|%T|%B|%r'", GROUP_CONFIG, USER)
+    assert request.args == ("--noheader", "--format=%i|%T|%B|%r|%j") and request.name_filter
+    output = (
+        "11|RUNNING|rnode1|None|jupyterhub-alice\n12|PENDING|n/a|Priority|bobs-own-job\n13|RUNNING|x|None|jupyterhub\n"
+    )
+    assert gate.name_lines(output, GROUP_CONFIG) == "11|RUNNING|rnode1|None\n13|RUNNING|x|None\n"
+
+
+def test_load_config_reads_the_users_group(tmp_path):
+    conf = tmp_path / "hpc-gate.conf"
+    conf.write_text("[hpc-gate]\nusers_group = hpcusers\nusers_min_uid = 5000\n")
+    assert gate.load_config(str(conf)) == gate.Config(users_group="hpcusers", users_min_uid=5000)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--run", "as alice scancel 1"], b"'as' is not allowed"),
+        (["--run", "bash"], b"'bash' is not allowed"),
+        (["--shell"], b"the only option is --run COMMAND"),
+        (["--run", "scancel 1", "extra"], b"the only option is --run COMMAND"),
+    ],
+)
+def test_the_run_entry_checks_again_and_takes_no_as(argv, message):
+    proc = subprocess.run(
+        [sys.executable, str(GATE), *argv], env={"PATH": "/usr/bin:/bin"}, capture_output=True, check=False
+    )
+    assert proc.returncode == gate.EXIT_REFUSED
+    assert message in proc.stderr
+
+
+def test_as_hands_the_command_to_sudo_and_the_script_on_stdin(accounts, monkeypatch):
+    calls = []
+
+    def fake_run(argv, **kwargs):
+        calls.append((argv, kwargs.get("input")))
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(gate.subprocess, "run", fake_run)
+    request = gate.parse("as alice sbatch --parsable --job-name=jupyterhub-alice", GROUP_CONFIG, USER)
+    assert gate.run_as(request, b"#!/bin/sh\n") == 0
+    assert calls == [
+        (
+            [
+                *("/usr/bin/sudo", "-n", "-u", "alice", "--", gate.GATE),
+                *("--run", "sbatch --parsable --job-name=jupyterhub-alice"),
+            ],
+            b"#!/bin/sh\n",
+        )
+    ]
+
+
+def test_sbatch_starts_the_job_in_the_home_and_creates_the_log_directory(tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    # a stand-in sbatch that reports how it was called (the lab runs the real one)
+    (bindir / "sbatch").write_text('#!/bin/sh\necho "$PWD $*"; cat >/dev/null\n')
+    (bindir / "sbatch").chmod(0o755)
+    config = gate.Config(slurm_bin_dir=str(bindir))
+    request = gate.parse("sbatch --parsable", config, USER)
+    home = tmp_path / "home"
+    home.mkdir()
+    capture = tmp_path / "out"
+    with capture.open("wb") as fh:
+        monkeypatch.setattr(gate.sys, "stdout", fh)
+        real_run = subprocess.run
+        monkeypatch.setattr(gate.subprocess, "run", lambda argv, **kw: real_run(argv, stdout=fh, **kw))
+        assert gate.execute(request, config, b"#!/bin/sh\n", str(home)) == 0
+    assert capture.read_text().split() == [str(home), "--parsable", "--job-name=jupyterhub", f"--chdir={home}"]
+    assert (home / ".clusterhub" / "logs").is_dir()
+    assert (home / ".clusterhub" / "logs").stat().st_mode & 0o777 == 0o700

@@ -14,6 +14,7 @@ from clusterhub_hub.kinds import spawner_kind
 from clusterhub_hub.remote_job import (
     cancel_argv,
     env_exports,
+    hpc_user,
     job_name,
     joblog_argv,
     parse_job_id,
@@ -59,6 +60,31 @@ def test_every_command_is_one_the_gate_accepts():
     assert gate.parse(cancel_argv(SSH, "42")[-1], config, "jupyterhpc").args == ("--user=jupyterhpc", "42")
     assert gate.parse(joblog_argv(SSH, "42")[-1], config, "jupyterhpc").args == ("42",)
     assert submit_argv(SSH, "jupyterhub-alice")[:-1] == SSH
+
+
+OWN = [{"name": "hpc", "remote": True}, {"name": "hpcown", "remote": True, "run_as": "user"}]
+
+
+def test_run_as_user_partitions_run_the_job_as_the_users_own_account():
+    assert hpc_user("hpcown", OWN, "alice") == "alice"
+    assert hpc_user("hpc", OWN, "alice") == ""
+    assert hpc_user("unknown", OWN, "alice") == ""
+    with pytest.raises(ValueError, match="cannot be an HPC account name"):
+        hpc_user("hpcown", OWN, "a.b@uni.de")
+
+
+def test_the_users_own_commands_are_ones_the_gate_accepts_as_that_user(monkeypatch):
+    config = gate.Config(users_group="hpcusers")
+    monkeypatch.setattr(gate, "check_user", lambda name, _config: name)  # membership: tests/unit/test_hpc_gate.py
+    submit = gate.parse(submit_argv(SSH, "jupyterhub-alice", "alice")[-1], config, "jupyterhpc")
+    assert (submit.as_user, submit.tool) == ("alice", "sbatch")
+    assert submit.args == ("--parsable", "--job-name=jupyterhub-alice")
+    cancel = gate.parse(cancel_argv(SSH, "42", "alice")[-1], config, "jupyterhpc")
+    assert (cancel.as_user, cancel.args) == ("alice", ("--user=alice", "42"))
+    log = gate.parse(joblog_argv(SSH, "42", "alice")[-1], config, "jupyterhpc")
+    assert (log.as_user, log.inner) == ("alice", "joblog 42")
+    # the shared account's commands carry no `as`
+    assert gate.parse(cancel_argv(SSH, "42")[-1], config, "jupyterhpc").as_user == ""
 
 
 @pytest.mark.parametrize("argv", [cancel_argv, joblog_argv])

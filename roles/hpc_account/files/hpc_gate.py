@@ -15,11 +15,18 @@ NAME is the configured job name or that name, a dash and a suffix (the hub names
 from /etc/clusterhub/hpc-gate.conf (written by clusterhub's hpc_account role). The account exists for
 the hub alone, so its jobs are the hub's. Anything else is refused with a message on stderr and exit
 status 2. Installed as /usr/local/libexec/clusterhub/hpc-gate.
+
+Sites whose hub users have HPC accounts of their own (partitions with `run_as: user` on the hub) set
+`users_group`: then `as USER sbatch|scancel|joblog ...` runs that command as USER (a member of the group,
+uid >= users_min_uid), through `sudo -u USER hpc-gate --run '...'`, which checks the command again as
+USER; the job runs as USER, writes its output in USER's home and only USER's jobs can be cancelled.
+squeue then lists the hub's jobs of every account (by job name), so one query serves all servers.
 """
 
 from __future__ import annotations
 
 import configparser
+import grp
 import os
 import pwd
 import re
@@ -56,6 +63,8 @@ class Config:
     squeue_format: str = "%i|%T|%B|%r"
     slurm_bin_dir: str = ""
     job_log_dir: str = ".clusterhub/logs"  # the jobs' --output directory, relative to the account's home
+    users_group: str = ""  # `as USER` is allowed for this group's members (empty: never)
+    users_min_uid: int = 1000  # and only for uids from this one up (never root or system accounts)
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,9 @@ class Request:
     tool: str  # sbatch, squeue or scancel
     args: tuple[str, ...]  # the arguments the gate passes (never the hub's own words, except a checked job id)
     stdin: bool = False  # the job script is read from stdin
+    as_user: str = ""  # run as this user (sudo to `hpc-gate --run`), not as the gate's account
+    inner: str = ""  # the command the gate runs as that user (checked again there)
+    name_filter: bool = False  # squeue: keep only lines of jobs in the hub's namespace (all accounts)
 
 
 def load_config(path: str = CONFIG_FILE) -> Config:
@@ -76,6 +88,8 @@ def load_config(path: str = CONFIG_FILE) -> Config:
         squeue_format=section.get("squeue_format", defaults.squeue_format).strip(),
         slurm_bin_dir=section.get("slurm_bin_dir", defaults.slurm_bin_dir).strip(),
         job_log_dir=section.get("job_log_dir", defaults.job_log_dir).strip(),
+        users_group=section.get("users_group", defaults.users_group).strip(),
+        users_min_uid=int(section.get("users_min_uid", str(defaults.users_min_uid)).strip() or defaults.users_min_uid),
     )
 
 
@@ -113,7 +127,29 @@ def job_name(name: str, config: Config, tool: str) -> str:
     raise Refused(f"{tool}: job names must be {config.job_name!r} or {config.job_name + '-<suffix>'!r}")
 
 
-def parse(command: str | None, config: Config, user: str) -> Request:
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+
+
+def check_user(name: str, config: Config) -> str:
+    """NAME if the gate may run commands as it: `users_group` is set, NAME is a member (by its primary
+    group or the group's member list) and its uid is at least users_min_uid. Refused otherwise."""
+    if not config.users_group:
+        raise Refused("as: this gate runs commands as its own account only (hpc-gate.conf sets no users_group)")
+    if not USER_NAME.match(name):
+        raise Refused(f"as: {name!r} is not a user name")
+    try:
+        entry = pwd.getpwnam(name)
+        group = grp.getgrnam(config.users_group)
+    except KeyError:
+        raise Refused(f"as: {name} is not a member of {config.users_group}") from None
+    if entry.pw_uid < config.users_min_uid:
+        raise Refused(f"as: {name} is a system account (uid below {config.users_min_uid})")
+    if entry.pw_gid != group.gr_gid and name not in group.gr_mem:
+        raise Refused(f"as: {name} is not a member of {config.users_group}")
+    return name
+
+
+def parse(command: str | None, config: Config, user: str, allow_as: bool = True) -> Request:
     """Turn SSH_ORIGINAL_COMMAND into the one Request it may become, or raise Refused."""
     if command is None or not command.strip():
         raise Refused("no command given: this account runs only sbatch, squeue and scancel (no shell)")
@@ -122,6 +158,15 @@ def parse(command: str | None, config: Config, user: str) -> Request:
     except ValueError as e:
         raise Refused(f"cannot parse the command ({e})") from None
     tool, rest = words[0], words[1:]
+    if tool == "as" and allow_as:
+        if len(rest) < 2:
+            raise Refused("as: usage `as USER sbatch|scancel|joblog ...`")
+        target = check_user(rest[0], config)
+        inner = shlex.join(rest[1:])
+        request = parse(inner, config, target, allow_as=False)
+        if request.tool == "squeue":
+            raise Refused("as: squeue runs as the gate's account (it lists the hub's jobs of every account)")
+        return Request(request.tool, request.args, request.stdin, as_user=target, inner=inner)
     if tool == "sbatch":
         opts = _options(
             rest, with_value={"--job-name": "name", "-J": "name"}, flags={"--parsable": "parsable"}, tool=tool
@@ -140,6 +185,9 @@ def parse(command: str | None, config: Config, user: str) -> Request:
         if opts.get("format", config.squeue_format) != config.squeue_format:
             raise Refused(f"squeue: only the format {config.squeue_format!r} is allowed")
         names = (f"--name={job_name(opts['name'], config, tool)}",) if "name" in opts else ()
+        if config.users_group:
+            # jobs run as the users' own accounts too: every account's, kept by job name (name_lines)
+            return Request("squeue", ("--noheader", *names, f"--format={config.squeue_format}|%j"), name_filter=True)
         args = ("--noheader", f"--user={user}", *names, f"--format={config.squeue_format}")
         return Request("squeue", args)
     if tool == "scancel":
@@ -151,6 +199,19 @@ def parse(command: str | None, config: Config, user: str) -> Request:
             raise Refused("joblog: exactly one numeric job id is allowed")
         return Request("joblog", (rest[0],))
     raise Refused(f"{tool!r} is not allowed: this account runs only sbatch, squeue, scancel and joblog")
+
+
+def name_lines(output: str, config: Config) -> str:
+    """squeue lines ending in `|NAME` whose NAME is in the hub's namespace, without that last field."""
+    kept = []
+    for line in output.splitlines():
+        head, _, name = line.rpartition("|")
+        try:
+            job_name(name, config, "squeue")
+        except Refused:
+            continue
+        kept.append(head + "\n")
+    return "".join(kept)
 
 
 def job_messages(job_id: str, config: Config, home: str) -> list[str]:
@@ -196,31 +257,65 @@ def read_script(stream) -> bytes:
     return script
 
 
-def main() -> int:
-    command = os.environ.get("SSH_ORIGINAL_COMMAND")
-    user = pwd.getpwuid(os.getuid()).pw_name
-    syslog.openlog("hpc-gate", syslog.LOG_PID, syslog.LOG_AUTH)
-    try:
-        config = load_config()
-        request = parse(command, config, user)
-        script = read_script(sys.stdin.buffer) if request.stdin else None
-    except Refused as e:
-        syslog.syslog(syslog.LOG_WARNING, f"refused {command!r}: {e}")
-        print(f"hpc-gate: refused: {e}", file=sys.stderr)
-        return EXIT_REFUSED
+GATE = "/usr/local/libexec/clusterhub/hpc-gate"
+SUDO = "/usr/bin/sudo"
+
+
+def run_as(request: Request, script: bytes | None) -> int:
+    """Hand the checked command to `hpc-gate --run` as request.as_user (sudoers allows exactly that)."""
+    argv = [SUDO, "-n", "-u", request.as_user, "--", GATE, "--run", request.inner]
+    syslog.syslog(syslog.LOG_INFO, f"running {request.inner!r} as {request.as_user}")
+    return subprocess.run(
+        argv, input=script, stdin=None if request.stdin else subprocess.DEVNULL, check=False
+    ).returncode
+
+
+def execute(request: Request, config: Config, script: bytes | None, home: str) -> int:
+    """Run a checked request as the calling account."""
     if request.tool == "joblog":
-        for message in job_messages(request.args[0], config, pwd.getpwuid(os.getuid()).pw_dir):
+        for message in job_messages(request.args[0], config, home):
             print(message)
         return 0
     path = find_tool(request.tool, config)
     if path is None:
         print(f"hpc-gate: {request.tool} not found (Slurm's client commands are not installed here)", file=sys.stderr)
         return EXIT_NOT_FOUND
-    syslog.syslog(syslog.LOG_INFO, f"running {shlex.join([path, *request.args])}")
+    args = list(request.args)
+    if request.tool == "sbatch":
+        # the job starts in this account's home and writes its output below it (#SBATCH --output is relative)
+        os.makedirs(os.path.join(home, config.job_log_dir), mode=0o700, exist_ok=True)
+        args.append(f"--chdir={home}")
+    syslog.syslog(syslog.LOG_INFO, f"running {shlex.join([path, *args])}")
     # stdout and stderr are the hub's; stdin is the checked script (sbatch) or nothing
+    if request.name_filter:
+        result = subprocess.run([path, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, check=False)
+        sys.stdout.write(name_lines(result.stdout.decode("utf-8", errors="replace"), config))
+        return result.returncode
     return subprocess.run(
-        [path, *request.args], input=script, stdin=None if request.stdin else subprocess.DEVNULL, check=False
+        [path, *args], input=script, stdin=None if request.stdin else subprocess.DEVNULL, check=False, cwd=home
     ).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # `hpc-gate --run COMMAND`: sudo's call as a hub user's own account (run_as); the command is checked again
+    inner = argv[1] if len(argv) == 2 and argv[0] == "--run" else None
+    command = inner if inner is not None else os.environ.get("SSH_ORIGINAL_COMMAND")
+    entry = pwd.getpwuid(os.getuid())
+    syslog.openlog("hpc-gate", syslog.LOG_PID, syslog.LOG_AUTH)
+    try:
+        if argv and inner is None:
+            raise Refused("the only option is --run COMMAND")
+        config = load_config()
+        request = parse(command, config, entry.pw_name, allow_as=inner is None)
+        script = read_script(sys.stdin.buffer) if request.stdin else None
+    except Refused as e:
+        syslog.syslog(syslog.LOG_WARNING, f"refused {command!r}: {e}")
+        print(f"hpc-gate: refused: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    if request.as_user:
+        return run_as(request, script)
+    return execute(request, config, script, entry.pw_dir)
 
 
 if __name__ == "__main__":

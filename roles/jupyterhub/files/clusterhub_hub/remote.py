@@ -16,9 +16,18 @@ import time
 from batchspawner import JobStatus
 from jupyterhub.utils import random_port
 from tornado import web
-from traitlets import Dict, Integer, List, default
+from traitlets import Dict, Integer, List, Unicode, default
 
-from .remote_job import cancel_argv, env_exports, job_name, joblog_argv, parse_job_id, squeue_argv, submit_argv
+from .remote_job import (
+    cancel_argv,
+    env_exports,
+    hpc_user,
+    job_name,
+    joblog_argv,
+    parse_job_id,
+    squeue_argv,
+    submit_argv,
+)
 from .slurm_queue import SlurmQueue, run_exec
 from .spawner import _QUEUES, ClusterSlurmSpawner, _apply_user_options
 
@@ -40,6 +49,7 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
     ssh_timeout = Integer(60, help="Seconds an sbatch or scancel over SSH may take").tag(config=True)
     job_environment = Dict(help="Further variables exported in every job script").tag(config=True)
     tunnel_port = Integer(0, help="The hub's loopback port of the current server's tunnel")
+    hpc_user = Unicode("", help="The user's own HPC account the current job runs as (run_as: user); empty: the hub's")
 
     @default("apply_user_options")
     def _default_apply_user_options(self):
@@ -90,14 +100,15 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
     async def job_end_reason(self, job: str) -> str:
         # the wrapper's messages ("your server cannot start: ...", the maintenance text) through hpc-gate
         try:
-            code, out, _ = await asyncio.wait_for(run_exec(joblog_argv(self.ssh_command, job)), self.ssh_timeout)
+            argv = joblog_argv(self.ssh_command, job, self.hpc_user)
+            code, out, _ = await asyncio.wait_for(run_exec(argv), self.ssh_timeout)
         except (OSError, TimeoutError):
             return ""
         messages = [line.strip() for line in out.splitlines() if line.strip()] if code == 0 else []
         return messages[-1] if messages else ""  # the wrapper's last word: why it stopped
 
     def job_log(self, job: str) -> str:
-        account = self.ssh_command[-1].split("@")[0] if self.ssh_command else "the HPC account"
+        account = self.hpc_user or (self.ssh_command[-1].split("@")[0] if self.ssh_command else "the HPC account")
         return f"~{account}/.clusterhub/logs/{self.req_job_name}-{job}.log on the HPC login node"
 
     def cmd_formatted_for_batch(self):
@@ -111,9 +122,16 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
         subvars["tunnel_port"] = self.port
         subvars["remote_env"] = env_exports(self.get_env(), self.job_environment)
         script = await self._get_batch_script(**subvars)
-        argv = submit_argv(self.ssh_command, self.req_job_name)
+        self.hpc_user = hpc_user(self.req_partition, self.partitions, self.user.name)
+        argv = submit_argv(self.ssh_command, self.req_job_name, self.hpc_user)
         # the script holds the server's API token: it is never logged
-        self.log.info("Submitting the server of %s through %s (tunnel port %s)", self.user.name, argv[-2], self.port)
+        self.log.info(
+            "Submitting the server of %s through %s as %s (tunnel port %s)",
+            self.user.name,
+            argv[-2],
+            self.hpc_user or "the hub's HPC account",
+            self.port,
+        )
         code, out, err = await asyncio.wait_for(run_exec(argv, script.encode()), self.ssh_timeout)
         if code != 0:
             raise RuntimeError(f"The HPC login node refused the job (exit {code}): {err.strip()[-500:]}")
@@ -123,7 +141,8 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
 
     async def cancel_batch_job(self):
         self.log.info("Cancelling job %s of %s", self.job_id, self.user.name)
-        code, _, err = await asyncio.wait_for(run_exec(cancel_argv(self.ssh_command, self.job_id)), self.ssh_timeout)
+        argv = cancel_argv(self.ssh_command, self.job_id, self.hpc_user)
+        code, _, err = await asyncio.wait_for(run_exec(argv), self.ssh_timeout)
         if code != 0:
             raise RuntimeError(
                 f"scancel {self.job_id} on the HPC login node failed (exit {code}): {err.strip()[-500:]}"
@@ -133,12 +152,16 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
         state = super().get_state()
         if self.tunnel_port:
             state["tunnel_port"] = self.tunnel_port
+        if self.hpc_user:
+            state["hpc_user"] = self.hpc_user
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self.tunnel_port = state.get("tunnel_port", 0)
+        self.hpc_user = state.get("hpc_user", "")
 
     def clear_state(self):
         super().clear_state()
         self.tunnel_port = 0
+        self.hpc_user = ""

@@ -1,10 +1,12 @@
 """Remote HPC mode, the plain parts: job names, the commands sent through hpc-gate and the job's
 environment. No JupyterHub import, so the rules are unit-tested on their own.
 
-The hub cannot reach the compute nodes and its users have no HPC accounts: every server is a job of one
-HPC account, submitted over SSH to the login node, whose forced command (hpc-gate) allows only
-`sbatch --parsable [--job-name=NAME]`, `squeue` in one format, `scancel JOBID` and `joblog JOBID`. SSH passes no
-environment, so what the server needs from the hub is written into the job script as `export` lines.
+The hub cannot reach the compute nodes: every server is a job submitted over SSH to the login node as one
+HPC account, whose forced command (hpc-gate) allows only `sbatch --parsable [--job-name=NAME]`, `squeue` in
+one format, `scancel JOBID` and `joblog JOBID`. The job runs as that account, or, on partitions with
+`run_as: user` (sites whose hub users have HPC accounts of their own), as the user's own account: the hub
+then prefixes `as USER` and hpc-gate runs the command as USER through sudo. SSH passes no environment, so
+what the server needs from the hub is written into the job script as `export` lines.
 """
 
 from __future__ import annotations
@@ -32,8 +34,26 @@ def remote(ssh_command: list[str], *words: str) -> list[str]:
     return [*ssh_command, shlex.join(words)]
 
 
-def submit_argv(ssh_command: list[str], name: str) -> list[str]:
-    return remote(ssh_command, "sbatch", "--parsable", f"--job-name={name}")
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+
+
+def hpc_user(partition: str, partitions: list[dict], username: str) -> str:
+    """The HPC account a server on `partition` runs as when it is the user's own (`run_as: user`), else ""
+    (the hub's HPC account). The hub user's name is the HPC account's name."""
+    entry = next((p for p in partitions if p["name"] == partition), {})
+    if entry.get("run_as", "account") != "user":
+        return ""
+    if not _USER_NAME.match(username):
+        raise ValueError(f"{username!r} cannot be an HPC account name (partition {partition} runs as the user's own)")
+    return username
+
+
+def _as(user: str) -> tuple[str, ...]:
+    return ("as", user) if user else ()
+
+
+def submit_argv(ssh_command: list[str], name: str, user: str = "") -> list[str]:
+    return remote(ssh_command, *_as(user), "sbatch", "--parsable", f"--job-name={name}")
 
 
 def squeue_argv(ssh_command: list[str]) -> list[str]:
@@ -46,13 +66,13 @@ def _job_id(job_id: str) -> str:
     return job_id
 
 
-def cancel_argv(ssh_command: list[str], job_id: str) -> list[str]:
-    return remote(ssh_command, "scancel", _job_id(job_id))
+def cancel_argv(ssh_command: list[str], job_id: str, user: str = "") -> list[str]:
+    return remote(ssh_command, *_as(user), "scancel", _job_id(job_id))
 
 
-def joblog_argv(ssh_command: list[str], job_id: str) -> list[str]:
+def joblog_argv(ssh_command: list[str], job_id: str, user: str = "") -> list[str]:
     """hpc-gate's `joblog JOBID`: the wrapper's messages from the job's output (why it ended)."""
-    return remote(ssh_command, "joblog", _job_id(job_id))
+    return remote(ssh_command, *_as(user), "joblog", _job_id(job_id))
 
 
 def env_exports(env: dict[str, str], extra: dict[str, str] | None = None) -> str:
