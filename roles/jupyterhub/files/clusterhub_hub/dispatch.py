@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from jupyterhub.spawner import Spawner
 from tornado import web
-from traitlets import Any, Bool, Integer, List, Unicode, default, observe
+from traitlets import Any, Unicode, default, observe
 
 from .docker import ClusterDockerSpawner, validated_request
 from .kinds import child_kind, child_state, spawner_kind, wrap_state
@@ -23,6 +23,7 @@ from .options import maintenance_notice, render_form
 # imported when the hub loads its spawner class, not at the first spawn: importing batchspawner
 # registers the API handler through which Slurm jobs report their port (/hub/api/batchspawner)
 from .remote import ClusterRemoteSpawner
+from .settings import DockerSettings, FormSettings
 from .spawner import ClusterSlurmSpawner
 
 _CLASSES = {"slurm": ClusterSlurmSpawner, "docker": ClusterDockerSpawner, "remote": ClusterRemoteSpawner}
@@ -38,17 +39,7 @@ async def _apply_user_options(spawner: ClusterSpawner, user_options: dict) -> No
     spawner.user_options = child.user_options
 
 
-class ClusterSpawner(Spawner):
-    profiles = List(help="Resource profiles, each with kind slurm (default) or docker").tag(config=True)
-    partitions = List(help="Slurm partitions with their limits").tag(config=True)
-    images = List(help="Slurm (Apptainer) images").tag(config=True)
-    allow_custom = Bool(True, help="Offer custom Slurm resources within the partition limits").tag(config=True)
-    docker_images = List(help="Docker images offered: name, display_name, image").tag(config=True)
-    host_gpus = Integer(0, help="GPUs on the Docker host usable by containers").tag(config=True)
-    maintenance_file = Unicode(
-        "/etc/jupyterhub/maintenance", help="While this file exists, new spawns are refused with its text"
-    ).tag(config=True)
-
+class ClusterSpawner(FormSettings, DockerSettings, Spawner):
     kind = Unicode("", help="Kind of the current server's child spawner ('' when none)")
     child = Any(None, allow_none=True, help="The child spawner of the current server")
 

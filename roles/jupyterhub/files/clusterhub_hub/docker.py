@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dockerspawner import SystemUserSpawner
 from tornado import web
-from traitlets import Bool, Integer, List, Unicode, default
+from traitlets import Integer, Unicode, default
 
 from .kinds import device_requests
 from .options import OptionsError, validate_options
+from .settings import DockerSettings, FormSettings
 
 
 def validated_request(spawner, user_options: dict):
@@ -54,15 +55,7 @@ def _apply_user_options(spawner: ClusterDockerSpawner, user_options: dict) -> No
     spawner.user_options = request.as_user_options()
 
 
-class ClusterDockerSpawner(SystemUserSpawner):
-    profiles = List(help="Resource profiles (the same list the Slurm spawner gets)").tag(config=True)
-    partitions = List(help="Slurm partitions with their limits").tag(config=True)
-    images = List(help="Slurm (Apptainer) images").tag(config=True)
-    allow_custom = Bool(True, help="Whether the form offers custom Slurm resources").tag(config=True)
-    docker_images = List(help="Docker images offered: dicts with name, display_name, image (reference)").tag(
-        config=True
-    )
-    host_gpus = Integer(0, help="GPUs on the Docker host usable by containers (0: none)").tag(config=True)
+class ClusterDockerSpawner(FormSettings, DockerSettings, SystemUserSpawner):
     shared_dir = Unicode("", help="Host directory mounted read-only in every container ('' for none)").tag(config=True)
     shared_mount = Unicode("/shared", help="Where the shared directory appears in the container").tag(config=True)
     hub_api_port = Integer(8081, help="Port of the hub API, reached through the network's gateway").tag(config=True)

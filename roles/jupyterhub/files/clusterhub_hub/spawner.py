@@ -9,9 +9,10 @@ import time
 
 from batchspawner import JobStatus, SlurmSpawner
 from tornado import web
-from traitlets import Bool, Float, Integer, List, Unicode, default
+from traitlets import Float, Integer, List, Unicode, default
 
 from .options import OptionsError, config_errors, maintenance_notice, render_form, validate_options
+from .settings import FormSettings
 from .slurm_queue import SQUEUE_FORMAT, SlurmQueue
 
 _QUEUES: dict[tuple, SlurmQueue] = {}
@@ -41,14 +42,7 @@ def _apply_user_options(spawner: ClusterSlurmSpawner, user_options: dict) -> Non
     spawner.user_options = request.as_user_options()
 
 
-class ClusterSlurmSpawner(SlurmSpawner):
-    profiles = List(help="Resource profiles: dicts with slug, display_name, partition, cpus, ...").tag(config=True)
-    partitions = List(help="Partitions with their limits: name, max_cpus, max_memory_gb, max_hours").tag(config=True)
-    images = List(help="Container images offered (name, display_name, path)").tag(config=True)
-    allow_custom = Bool(True, help="Offer a custom resource choice bounded by partition limits").tag(config=True)
-    maintenance_file = Unicode(
-        "/etc/jupyterhub/maintenance", help="While this file exists, new spawns are refused with its text"
-    ).tag(config=True)
+class ClusterSlurmSpawner(FormSettings, SlurmSpawner):
     job_name = Unicode("jupyterhub", help="Slurm job name of every server this hub starts").tag(config=True)
     queue_timeout = Integer(600, help="Seconds a server may wait in the Slurm queue").tag(config=True)
     startup_timeout = Integer(120, help="Seconds from job start until the server must answer").tag(config=True)
