@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 import yaml
-from conftest import ROOT, lab_host, recap_changed, run_playbook, wait_for
+from conftest import ROOT, lab_host, wait_for
 
 pytestmark = pytest.mark.webdav
 
@@ -88,12 +88,6 @@ def alice_mounted(node):
     assert result.rc == 0, result.stderr
     yield
     node.run(UMOUNT + " " + share("alice"))
-
-
-def test_the_playbook_changes_nothing_on_a_converged_lab():
-    result = run_playbook("playbooks/webdav.yml", "--limit", "storage,node1")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert recap_changed(result.stdout) == {"storage": 0, "node1": 0}
 
 
 def test_a_file_alice_writes_lands_in_her_space_on_the_server(node, storage, alice_mounted):
