@@ -261,13 +261,16 @@ GATE = "/usr/local/libexec/clusterhub/hpc-gate"
 SUDO = "/usr/bin/sudo"
 
 
+def _run(argv: list[str], request: Request, script: bytes | None, **kwargs) -> int:
+    """argv with the checked script on stdin (sbatch) or nothing; stdout and stderr are the hub's."""
+    stdin = None if request.stdin else subprocess.DEVNULL
+    return subprocess.run(argv, input=script, stdin=stdin, check=False, **kwargs).returncode
+
+
 def run_as(request: Request, script: bytes | None) -> int:
     """Hand the checked command to `hpc-gate --run` as request.as_user (sudoers allows exactly that)."""
-    argv = [SUDO, "-n", "-u", request.as_user, "--", GATE, "--run", request.inner]
     syslog.syslog(syslog.LOG_INFO, f"running {request.inner!r} as {request.as_user}")
-    return subprocess.run(
-        argv, input=script, stdin=None if request.stdin else subprocess.DEVNULL, check=False
-    ).returncode
+    return _run([SUDO, "-n", "-u", request.as_user, "--", GATE, "--run", request.inner], request, script)
 
 
 def execute(request: Request, config: Config, script: bytes | None, home: str) -> int:
@@ -286,14 +289,11 @@ def execute(request: Request, config: Config, script: bytes | None, home: str) -
         os.makedirs(os.path.join(home, config.job_log_dir), mode=0o700, exist_ok=True)
         args.append(f"--chdir={home}")
     syslog.syslog(syslog.LOG_INFO, f"running {shlex.join([path, *args])}")
-    # stdout and stderr are the hub's; stdin is the checked script (sbatch) or nothing
     if request.name_filter:
         result = subprocess.run([path, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, check=False)
         sys.stdout.write(name_lines(result.stdout.decode("utf-8", errors="replace"), config))
         return result.returncode
-    return subprocess.run(
-        [path, *args], input=script, stdin=None if request.stdin else subprocess.DEVNULL, check=False, cwd=home
-    ).returncode
+    return _run([path, *args], request, script, cwd=home)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,10 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
             _QUEUES[key] = SlurmQueue(argv, timeout=self.squeue_timeout)
         return _QUEUES[key]
 
+    async def _through_gate(self, argv: list[str], stdin: bytes | None = None) -> tuple[int, str, str]:
+        """One SSH command to hpc-gate, bounded by ssh_timeout (the ssh process is killed past it)."""
+        return await asyncio.wait_for(run_exec(argv, stdin), self.ssh_timeout)
+
     def state_gethost(self):
         return "127.0.0.1"  # the tunnel's end on the hub, wherever the job runs
 
@@ -100,8 +104,7 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
     async def job_end_reason(self, job: str) -> str:
         # the wrapper's messages ("your server cannot start: ...", the maintenance text) through hpc-gate
         try:
-            argv = joblog_argv(self.ssh_command, job, self.hpc_user)
-            code, out, _ = await asyncio.wait_for(run_exec(argv), self.ssh_timeout)
+            code, out, _ = await self._through_gate(joblog_argv(self.ssh_command, job, self.hpc_user))
         except (OSError, TimeoutError):
             return ""
         messages = [line.strip() for line in out.splitlines() if line.strip()] if code == 0 else []
@@ -132,7 +135,7 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
             self.hpc_user or "the hub's HPC account",
             self.port,
         )
-        code, out, err = await asyncio.wait_for(run_exec(argv, script.encode()), self.ssh_timeout)
+        code, out, err = await self._through_gate(argv, script.encode())
         if code != 0:
             raise RuntimeError(f"The HPC login node refused the job (exit {code}): {err.strip()[-500:]}")
         self.job_id = parse_job_id(out)
@@ -141,8 +144,7 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
 
     async def cancel_batch_job(self):
         self.log.info("Cancelling job %s of %s", self.job_id, self.user.name)
-        argv = cancel_argv(self.ssh_command, self.job_id, self.hpc_user)
-        code, _, err = await asyncio.wait_for(run_exec(argv), self.ssh_timeout)
+        code, _, err = await self._through_gate(cancel_argv(self.ssh_command, self.job_id, self.hpc_user))
         if code != 0:
             raise RuntimeError(
                 f"scancel {self.job_id} on the HPC login node failed (exit {code}): {err.strip()[-500:]}"
