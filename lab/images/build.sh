@@ -43,6 +43,28 @@ for unit in getty.target console-getty.service systemd-udevd.service systemd-ude
             sys-kernel-tracing.mount systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer; do
   ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
 done
+# Devices as udev leaves them on a real node. A container gets the devices the lab passes in with the
+# build host's modes, and a host without udev (a fresh CI machine) has /dev/fuse at 0600 root: every
+# unprivileged SIF mount would then fail ("squashfuse_ll: failed to open /dev/fuse: Permission denied").
+# udev's default rules make /dev/fuse 0666 and the loop devices 0660 root:disk; this unit applies the
+# same at each boot of the container (a restart recreates /dev), before any service or job runs.
+cat >"$rootfs/etc/systemd/system/clusterhub-lab-devices.service" <<'UNIT'
+[Unit]
+Description=clusterhub lab: device modes as udev's default rules set them on a real node
+DefaultDependencies=no
+After=systemd-tmpfiles-setup-dev.service
+Before=sysinit.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'if [ -c /dev/fuse ]; then chmod 0666 /dev/fuse; fi; for d in /dev/loop-control /dev/loop[0-9]*; do if [ -b "$d" ] || [ -c "$d" ]; then chgrp disk "$d" && chmod 0660 "$d"; fi; done'
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+mkdir -p "$rootfs/etc/systemd/system/sysinit.target.wants"
+ln -sf ../clusterhub-lab-devices.service "$rootfs/etc/systemd/system/sysinit.target.wants/clusterhub-lab-devices.service"
 cat >"$rootfs/etc/apt/apt.conf.d/90clusterhub-lab" <<'APT'
 Acquire::Retries "3";
 APT::Install-Recommends "false";
