@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
 import pytest
-from conftest import PREFIX, run_playbook, squeue_jobs, wait_for
+from conftest import PREFIX, recap_changed, run_playbook, squeue_jobs, wait_for
 
 NODES = {"node1", "node2"}
 HEALTH = "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8081/hub/health')\""
@@ -204,3 +205,30 @@ def test_http_redirects_to_https(hub):
     )
     code, target = out.split()
     assert code in ("301", "302") and target.startswith("https://")
+
+
+@pytest.mark.parametrize("mode", [[], ["--check"]], ids=["run", "check-mode"])
+@pytest.mark.parametrize(
+    ("extra_vars", "message"),
+    [
+        (
+            '{"jupyterhub_tls_self_signed": false, "jupyterhub_tls_cert": "/etc/ssl/certs/site-hub.pem",'
+            ' "jupyterhub_tls_key": "/etc/ssl/private/site-hub.key"}',
+            r"jupyterhub_tls_cert \(/etc/ssl/certs/site-hub\.pem\) and jupyterhub_tls_key \(/etc/ssl/private/"
+            r"site-hub\.key\) must each be a file on hub",
+        ),
+        ('{"tunnel_user_listen_ports": ["8081"]}', r"tunnel_user_listen_ports \(8081\) must not include a port"),
+    ],
+    ids=["missing-site-certificate", "tunnel-port-on-the-hub-api"],
+)
+def test_bad_hub_values_stop_the_validation_play_in_both_modes(hub, mode, extra_vars, message):
+    config = hub.file("/etc/jupyterhub/jupyterhub_config.py").sha256sum
+    result = run_playbook("playbooks/site.yml", "--limit", "hub", "-e", extra_vars, *mode)
+    assert result.returncode != 0
+    assert re.search(message, result.stdout), result.stdout[-3000:]
+    # it stopped in the first play: no later play ran, nothing changed
+    assert "PLAY [Validate the inventory before anything changes]" in result.stdout
+    assert result.stdout.count("PLAY [") == 1, "a later play ran"
+    changed = recap_changed(result.stdout)
+    assert changed == {"hub": 0}, changed
+    assert hub.file("/etc/jupyterhub/jupyterhub_config.py").sha256sum == config
