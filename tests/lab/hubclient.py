@@ -32,6 +32,22 @@ def lab_certificate(prefix: str = os.environ.get("CLUSTERHUB_LAB_PREFIX", "chlab
     return f.name
 
 
+class StartFailed(RuntimeError):
+    """A start that failed: `status` of the spawn request (201/202 when it failed later) and what the user read."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"start failed (spawn request HTTP {status}): {message}")
+        self.status = status
+        self.message = message
+
+
+def _api_message(r: requests.Response) -> str:
+    try:
+        return str(r.json().get("message", r.text[:500]))
+    except ValueError:
+        return r.text[:500]
+
+
 class Hub:
     def __init__(self, user: str, password: str, url: str = HUB_URL, verify: str | bool = True):
         self.url = url.rstrip("/")
@@ -84,15 +100,28 @@ class Hub:
         t0 = time.monotonic()
         r = self.post(f"/users/{user}/server", json=options or {})
         if r.status_code not in (201, 202):
-            raise RuntimeError(f"spawn of {user} refused: HTTP {r.status_code}: {r.text[:500]}")
+            raise StartFailed(r.status_code, _api_message(r))
         while time.monotonic() - t0 < timeout:
             server = self.server(user)
             if server and server.get("ready"):
                 return time.monotonic() - t0
             if not server or not (server.get("pending") or server.get("ready")):
-                raise RuntimeError(f"server of {user} failed to start: {self.get(f'/users/{user}').text[:500]}")
+                raise StartFailed(r.status_code, self.spawn_failure(user))
             time.sleep(0.2)
         raise TimeoutError(f"server of {user} not ready after {timeout}s")
+
+    def spawn_failure(self, user: str | None = None) -> str:
+        """What the spawn page shows for the last failed start (the hub's progress stream: "Spawn failed: ...")."""
+        r = self.get(f"/users/{user or self.user}/server/progress", stream=True, timeout=15)
+        message = f"HTTP {r.status_code}"
+        with r:
+            for line in r.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    message = event.get("message", message)
+                    if event.get("failed") or event.get("ready"):
+                        break
+        return message
 
     def stop(self, user: str | None = None, timeout: float = 60) -> None:
         user = user or self.user

@@ -185,39 +185,41 @@ def test_the_script_checks_the_job_script_before_looking_for_sbatch():
     assert b"must start with #!" in proc.stderr
 
 
-def test_joblog_prints_only_the_wrappers_messages_of_that_job(tmp_path):
+def test_joblog_prints_the_end_of_that_jobs_output(tmp_path):
     logs = tmp_path / ".clusterhub" / "logs"
     logs.mkdir(parents=True)
     (logs / "jupyterhub-alice-41.log").write_text("clusterhub: not this job\n")
     (logs / "jupyterhub-alice-42.log").write_text(
         "clusterhub: job 42 on rnode1 for jupyterhpc, 1 CPUs\n"
-        "some output of the server with a token=abc\n"
-        "clusterhub: the notebook service is in maintenance: Back at 14:00.\n"
+        "FATAL:   could not open image /opt/clusterhub/images/python.sif: no such file or directory\n"
     )
-    assert gate.job_messages("42", gate.Config(), str(tmp_path)) == [
-        "job 42 on rnode1 for jupyterhpc, 1 CPUs",
-        "the notebook service is in maintenance: Back at 14:00.",
+    assert gate.job_output_end("42", gate.Config(), str(tmp_path)) == [
+        "clusterhub: job 42 on rnode1 for jupyterhpc, 1 CPUs",
+        "FATAL:   could not open image /opt/clusterhub/images/python.sif: no such file or directory",
     ]
-    assert gate.job_messages("43", gate.Config(), str(tmp_path)) == []
+    assert gate.job_output_end("43", gate.Config(), str(tmp_path)) == []
 
 
 def test_joblog_never_follows_a_link_a_job_put_there(tmp_path):
     logs = tmp_path / ".clusterhub" / "logs"
     logs.mkdir(parents=True)
     secret = tmp_path / "tunnel_key"
-    secret.write_text("clusterhub: PRIVATE KEY\n")
+    secret.write_text("PRIVATE KEY\n")
     (logs / "jupyterhub-alice-7.log").symlink_to(secret)
-    assert gate.job_messages("7", gate.Config(), str(tmp_path)) == []
+    assert gate.job_output_end("7", gate.Config(), str(tmp_path)) == []
 
 
 def test_joblog_shortens_and_limits_what_it_prints(tmp_path):
     logs = tmp_path / ".clusterhub" / "logs"
     logs.mkdir(parents=True)
-    lines = [f"clusterhub: {i} " + "x" * 1000 for i in range(20)]
-    (logs / "j-9.log").write_text("\n".join(lines) + "\n")
-    messages = gate.job_messages("9", gate.Config(), str(tmp_path))
-    assert len(messages) == gate.MAX_MESSAGES and messages[-1].startswith("19 ")
-    assert all(len(m) == gate.MAX_MESSAGE_CHARS for m in messages)
+    (logs / "j-9.log").write_text("".join(f"line {i}\n" for i in range(100)))
+    printed = gate.job_output_end("9", gate.Config(), str(tmp_path))
+    assert len(printed) == gate.MAX_LOG_LINES and printed[-1] == "line 99"
+    # a huge output: only its last MAX_LOG_BYTES are read, every line shortened
+    (logs / "j-10.log").write_text("".join(f"{i} " + "x" * 1000 + "\n" for i in range(1000)))
+    printed = gate.job_output_end("10", gate.Config(), str(tmp_path))
+    assert printed[-1].startswith("999 ") and len(printed) <= gate.MAX_LOG_BYTES // 1000 + 1
+    assert all(len(line) <= gate.MAX_LINE_CHARS for line in printed)
 
 
 # --- hub users with HPC accounts of their own (users_group; partitions with run_as: user) -----------------

@@ -7,8 +7,8 @@ Exactly three commands pass, each rebuilt from a whitelist (never handed to a sh
     sbatch --parsable [--job-name=NAME]       the job script on stdin (must start with #!)
     squeue [-h] [--name NAME] [-o FORMAT]     this account's jobs (those named NAME), in the fixed FORMAT
     scancel JOBID                             one numeric job id of this account's jobs
-    joblog JOBID                              the wrapper's messages ("clusterhub: ...") from that job's
-                                              output file, so the hub can tell the user why it ended
+    joblog JOBID                              the end of that job's output file (its last lines, shortened),
+                                              so the hub can tell the user why it ended
 
 NAME is the configured job name or that name, a dash and a suffix (the hub names each user's job
 `jupyterhub-<user>`); without --job-name a job gets the configured name. FORMAT and the name come
@@ -51,10 +51,9 @@ class Refused(Exception):
     """The request is not one of the whitelisted commands."""
 
 
-MESSAGE_PREFIX = "clusterhub: "
-MAX_MESSAGES = 5
-MAX_MESSAGE_CHARS = 500
-MAX_LOG_BYTES = 1024 * 1024
+MAX_LOG_LINES = 40
+MAX_LINE_CHARS = 500
+MAX_LOG_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -214,16 +213,15 @@ def name_lines(output: str, config: Config) -> str:
     return "".join(kept)
 
 
-def job_messages(job_id: str, config: Config, home: str) -> list[str]:
-    """The wrapper's own lines ("clusterhub: ...") from the output file of job_id: a regular file of this
-    account, never through a symbolic link (the jobs write in that directory), the last few, shortened."""
+def job_output_end(job_id: str, config: Config, home: str) -> list[str]:
+    """The last lines of job_id's output file, shortened: a regular file of this account, never through a
+    symbolic link (the jobs write in that directory). The hub reads why the job ended from them."""
     directory = os.path.join(home, config.job_log_dir)
     suffix = f"-{job_id}.log"
     try:
         names = [n for n in os.listdir(directory) if n.endswith(suffix)]
     except OSError:
         return []
-    messages: list[str] = []
     for name in sorted(names)[:1]:
         try:
             fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -235,10 +233,8 @@ def job_messages(job_id: str, config: Config, home: str) -> list[str]:
                 return []
             fh.seek(max(0, st.st_size - MAX_LOG_BYTES))
             text = fh.read(MAX_LOG_BYTES).decode("utf-8", errors="replace")
-        for line in text.splitlines():
-            if line.startswith(MESSAGE_PREFIX):
-                messages.append(line[len(MESSAGE_PREFIX) :][:MAX_MESSAGE_CHARS])
-    return messages[-MAX_MESSAGES:]
+        return [line[:MAX_LINE_CHARS] for line in text.splitlines()[-MAX_LOG_LINES:]]
+    return []
 
 
 def find_tool(tool: str, config: Config) -> str | None:
@@ -276,8 +272,8 @@ def run_as(request: Request, script: bytes | None) -> int:
 def execute(request: Request, config: Config, script: bytes | None, home: str) -> int:
     """Run a checked request as the calling account."""
     if request.tool == "joblog":
-        for message in job_messages(request.args[0], config, home):
-            print(message)
+        for line in job_output_end(request.args[0], config, home):
+            print(line)
         return 0
     path = find_tool(request.tool, config)
     if path is None:

@@ -11,13 +11,12 @@ known before the job starts (nothing needs to report it).
 from __future__ import annotations
 
 import asyncio
-import time
 
-from batchspawner import JobStatus
 from jupyterhub.utils import random_port
 from tornado import web
 from traitlets import Dict, Integer, List, Unicode, default
 
+from .job_end import cause
 from .remote_job import (
     cancel_argv,
     env_exports,
@@ -29,7 +28,7 @@ from .remote_job import (
     submit_argv,
 )
 from .slurm_queue import SlurmQueue, run_exec
-from .spawner import _QUEUES, ClusterSlurmSpawner, _apply_user_options
+from .spawner import _QUEUES, ClusterSlurmSpawner, _apply_user_options, start_failed
 
 
 async def _apply_remote_user_options(spawner: ClusterRemoteSpawner, user_options: dict) -> None:
@@ -84,31 +83,13 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
         self.tunnel_port = random_port()
         return self.tunnel_port
 
-    async def start(self):
-        ip, port = await super().start()
-        # The job runs; its tunnel opens once the wrapper has the overlay and the WebDAV mount. Wait for
-        # it here, so a job that fails before (maintenance, a damaged overlay) fails this start instead of
-        # dying while the hub waits for an answer.
-        deadline = time.monotonic() + self.startup_timeout
-        while not await self._server_reachable(timeout=2):
-            if await self.query_job_status(max_age=self.startup_poll_interval) == JobStatus.NOTFOUND:
-                job, self.job_id = self.job_id, ""
-                raise RuntimeError(await self.ended_early(job, "its tunnel to the hub opened"))
-            if time.monotonic() > deadline:
-                await self.cancel_batch_job()
-                job, self.job_id = self.job_id, ""
-                raise RuntimeError(f"Slurm job {job} opened no tunnel to the hub within {self.startup_timeout} s")
-            await asyncio.sleep(self.startup_poll_interval)
-        return ip, port
-
     async def job_end_reason(self, job: str) -> str:
-        # the wrapper's messages ("your server cannot start: ...", the maintenance text) through hpc-gate
+        # the end of the job's output, read through hpc-gate (joblog) as the account the job ran as
         try:
             code, out, _ = await self._through_gate(joblog_argv(self.ssh_command, job, self.hpc_user))
         except (OSError, TimeoutError):
-            return ""
-        messages = [line.strip() for line in out.splitlines() if line.strip()] if code == 0 else []
-        return messages[-1] if messages else ""  # the wrapper's last word: why it stopped
+            code, out = -1, ""
+        return cause(out if code == 0 else "", self.job_log(job)).sentence()
 
     def job_log(self, job: str) -> str:
         account = self.hpc_user or (self.ssh_command[-1].split("@")[0] if self.ssh_command else "the HPC account")
@@ -137,7 +118,10 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
         )
         code, out, err = await self._through_gate(argv, script.encode())
         if code != 0:
-            raise RuntimeError(f"The HPC login node refused the job (exit {code}): {err.strip()[-500:]}")
+            raise start_failed(
+                f"The HPC login node refused the job (exit {code}: {err.strip()[-300:]}); try again later, "
+                "or tell the administrators if it persists"
+            )
         self.job_id = parse_job_id(out)
         self.log.info("Server of %s: job %s submitted", self.user.name, self.job_id)
         return self.job_id

@@ -8,14 +8,25 @@ import asyncio
 import time
 
 from batchspawner import JobStatus, SlurmSpawner
+from jupyterhub.utils import url_path_join
 from tornado import web
+from tornado.httpclient import AsyncHTTPClient
 from traitlets import Float, Integer, List, Unicode, default
 
+from .job_end import cause
 from .options import OptionsError, config_errors, maintenance_notice, render_form, validate_options
 from .settings import FormSettings
-from .slurm_queue import SQUEUE_FORMAT, SlurmQueue
+from .slurm_queue import SQUEUE_FORMAT, SlurmQueue, run_exec
 
 _QUEUES: dict[tuple, SlurmQueue] = {}
+
+
+def start_failed(message: str) -> web.HTTPError:
+    """A start that cannot succeed: the user reads `message` (what happened, what to do) on the spawn page and in
+    the REST answer, as a 503, never a bare 500."""
+    error = web.HTTPError(503, message, reason="The server could not start")
+    error.jupyterhub_message = message
+    return error
 
 
 def _apply_user_options(spawner: ClusterSlurmSpawner, user_options: dict) -> None:
@@ -58,6 +69,10 @@ class ClusterSlurmSpawner(FormSettings, SlurmSpawner):
         config=True
     )
     req_job_name = Unicode("jupyterhub").tag(config=True)
+    job_log_command = List(
+        ["sudo", "-n", "-u", "{username}", "/usr/bin/tail", "-c", "16384", "--", "{log}"],
+        help="argv printing the end of a job's output file {log} as user {username} (why a start failed)",
+    ).tag(config=True)
     req_singleuser_venv = Unicode("/opt/jupyter", help="Venv of the single-user server on the nodes").tag(config=True)
 
     @default("apply_user_options")
@@ -140,46 +155,76 @@ class ClusterSlurmSpawner(FormSettings, SlurmSpawner):
         # spawner's refresh can run while sbatch is still talking to slurmctld)
         self._submitted_at = time.monotonic()
         if not self.job_id:
-            raise RuntimeError("Slurm did not accept the job (no job id in sbatch's output)")
+            raise start_failed("Slurm did not accept the job (no job id in sbatch's output); try again later")
         queued_since = time.monotonic()
         while True:
             status = await self.query_job_status(max_age=self.startup_poll_interval)
             if status == JobStatus.RUNNING:
                 break
-            if status == JobStatus.NOTFOUND and await self.query_job_status(max_age=0) == JobStatus.NOTFOUND:
-                job, self.job_id = self.job_id, ""
-                raise RuntimeError(await self.ended_early(job, "the server started"))
+            if await self._job_gone(status):
+                raise start_failed(await self.ended_early(self._forget_job(), "its server started"))
             if time.monotonic() - queued_since > self.queue_timeout:
                 await self.cancel_batch_job()
-                job, self.job_id = self.job_id, ""
-                raise RuntimeError(f"Slurm job {job} waited over {self.queue_timeout} s in the queue and was cancelled")
-            await asyncio.sleep(self.startup_poll_interval)
-        self.ip = self.state_gethost()
-        running_since = time.monotonic()
-        while self.port == 0:
-            if time.monotonic() - running_since > self.startup_timeout:
-                await self.cancel_batch_job()
-                job, self.job_id = self.job_id, ""
-                raise RuntimeError(
-                    f"Slurm job {job} runs on {self.ip} but the server did not report within "
-                    f"{self.startup_timeout} s; see {self.job_log(job)}"
+                raise start_failed(
+                    f"Slurm job {self._forget_job()} waited over {self.queue_timeout} s in the queue and was "
+                    "cancelled; choose fewer resources or another partition, or try again later"
                 )
             await asyncio.sleep(self.startup_poll_interval)
+        self.ip = self.state_gethost()
+        await self._wait_for_server(time.monotonic() + self.startup_timeout)
         self._missed_polls = 0
         self.db.commit()
         self.log.info("Server of %s: job %s at %s:%s", self.user.name, self.job_id, self.ip, self.port)
         return self.ip, self.port
 
+    async def _wait_for_server(self, deadline: float) -> None:
+        """Until the server answers HTTP (then JupyterHub's own wait finds it up at once), checking the job
+        every startup_poll_interval: a job that ends meanwhile fails the start at once, with its reason."""
+        while not (self.port and await self._server_answers()):
+            if await self._job_gone(await self.query_job_status(max_age=self.startup_poll_interval)):
+                raise start_failed(await self.ended_early(self._forget_job(), "its server answered"))
+            if time.monotonic() > deadline:
+                await self.cancel_batch_job()
+                job = self._forget_job()
+                raise start_failed(
+                    f"Slurm job {job} runs, but its server did not answer within {self.startup_timeout} s and "
+                    f"was stopped; see {self.job_log(job)}"
+                )
+            await asyncio.sleep(self.startup_poll_interval)
+
+    async def _job_gone(self, status: JobStatus) -> bool:
+        """The job is gone: `status` says so and a fresh snapshot says it again (one missing line is not trusted)."""
+        return status == JobStatus.NOTFOUND and await self.query_job_status(max_age=0) == JobStatus.NOTFOUND
+
+    def _forget_job(self) -> str:
+        job, self.job_id = self.job_id, ""
+        return job
+
+    async def _server_answers(self, timeout: float = 2.0) -> bool:
+        """True when the server answers HTTP at its API (any status): it is up, not just its port or tunnel."""
+        base = self.server.base_url if self.server else "/"
+        url = f"http://{self.ip}:{self.port}{url_path_join(base, 'api')}"
+        try:
+            await AsyncHTTPClient().fetch(
+                url, connect_timeout=timeout, request_timeout=timeout, follow_redirects=False, raise_error=False
+            )
+        except Exception:  # refused, reset, a tunnel without a server behind it, a timeout: not up
+            return False
+        return True
+
     async def ended_early(self, job: str, before: str) -> str:
-        """The message for a job that ended before `before`: the job's own reason where it can be read."""
-        reason = await self.job_end_reason(job)
-        if reason:
-            return f"Slurm job {job} ended before {before}: {reason}"
-        return f"Slurm job {job} ended before {before}; see {self.job_log(job)}"
+        """The message for a job that ended before `before`: what ended it, from the job's own output."""
+        return f"Slurm job {job} ended before {before}: {await self.job_end_reason(job)}"
 
     async def job_end_reason(self, job: str) -> str:
-        """Why the job ended, in the job's words ("" when unknown); the user reads it in the job log here."""
-        return ""
+        """Why the job ended, with what to do about it, from its output file (read as the user)."""
+        path = f"{self.req_homedir}/.jupyterhub_slurmspawner_{job}.log"
+        argv = [word.format(username=self.user.name, log=path) for word in self.job_log_command]
+        try:
+            code, out, _ = await asyncio.wait_for(run_exec(argv), self.squeue_timeout)
+        except (OSError, TimeoutError):
+            code, out = -1, ""
+        return cause(out if code == 0 else "", self.job_log(job)).sentence()
 
     def job_log(self, job: str) -> str:
         """Where the job's output is (the batch script's --output), for error messages."""
