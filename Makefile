@@ -39,6 +39,7 @@ browser:
 lab: venv host
 	ansible-playbook playbooks/lab/create.yml
 	ansible-playbook playbooks/site.yml
+	python lab/health.py
 	@bash lab/summary.sh
 
 lab-down: venv host
