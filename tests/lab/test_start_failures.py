@@ -106,16 +106,23 @@ def test_a_job_cancelled_a_second_after_submission(mode, login):
     next_start_works(bob, options)
 
 
-def test_a_server_that_fails_at_start(mode):
+def failed_start_with_config(mode, text: str) -> str:
+    """What bob reads when his start fails with `text` in his Jupyter config; the config is removed after."""
     bob, options, nodes = mode
-    put_config(nodes[0], 'c.ServerApp.port_retries = "many"')
-    failure, seconds = failed_start(bob, options)
-    assert seconds < 60, "the start failed when the server did, not at the start-up limit"
-    said = failure.message
+    put_config(nodes[0], text)
+    try:
+        failure, seconds = failed_start(bob, options)
+    finally:
+        in_overlay(nodes[0], f"rm -f {CONFIG}")
+    assert seconds < 60, "the start failed when the job did, not at the 120 s start-up limit"
+    return failure.message
+
+
+def test_a_server_that_fails_at_start(mode):
+    said = failed_start_with_config(mode, 'c.ServerApp.port_retries = "many"')
     assert "the server failed (Bad config encountered during initialization: The 'port_retries' trait" in said
     assert "~/.jupyter" in said, "it says what bob can do"
-    in_overlay(nodes[0], f"rm -f {CONFIG}")
-    next_start_works(bob, options)
+    next_start_works(*mode[:2])
 
 
 def test_an_image_missing_on_the_node(mode):
@@ -133,11 +140,8 @@ def test_an_image_missing_on_the_node(mode):
 
 
 def test_a_job_over_its_memory_limit_while_starting(mode):
-    bob, options, nodes = mode
-    # 1.5 GiB touched and held while the server starts, in a job of 1 GB (profile small and hpcown)
-    put_config(nodes[0], "import time; _held = b'x' * (1536 * 2**20); time.sleep(60)")
-    failure, seconds = failed_start(bob, options)
-    assert seconds < 60, "Slurm's memory enforcement ended the job, and the hub said so at once"
-    assert "it ran out of memory" in failure.message and "choose more memory" in failure.message, failure.message
-    in_overlay(nodes[0], f"rm -f {CONFIG}")
-    next_start_works(bob, options)
+    # 1.5 GiB touched and held while the server starts, in a job of 1 GB (profiles small and hpcown):
+    # Slurm's memory enforcement ends the job
+    said = failed_start_with_config(mode, "import time; _held = b'x' * (1536 * 2**20); time.sleep(60)")
+    assert "it ran out of memory" in said and "choose more memory" in said, said
+    next_start_works(*mode[:2])

@@ -17,6 +17,7 @@ import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar, trust_as_template
+from role_files import load, trusted
 
 init_plugin_loader()  # lookups (first_found) as ansible-playbook has them
 
@@ -38,21 +39,6 @@ FACTS = {
 
 
 EVALUATED = ("ansible.builtin.assert", "ansible.builtin.stat", "ansible.builtin.include_vars")
-
-
-def trusted(value: Any) -> Any:
-    """YAML from the role's own files is trusted like Ansible trusts it (templates in it are rendered)."""
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, list):
-        return [trusted(item) for item in value]
-    if isinstance(value, dict):
-        return {key: trusted(item) for key, item in value.items()}
-    return value
-
-
-def load(path: Path) -> Any:
-    return trusted(yaml.safe_load(path.read_text()) or {})
 
 
 def role_variables(role: str, overrides: dict[str, Any]) -> dict[str, Any]:

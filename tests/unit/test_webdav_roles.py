@@ -13,20 +13,10 @@ import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
+from role_files import trusted
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_PASSWORD = "correct-horse-battery"
-
-
-def trusted(value: Any) -> Any:
-    """YAML from the role's own files is trusted like Ansible trusts it (templates in it are rendered)."""
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, list):
-        return [trusted(item) for item in value]
-    if isinstance(value, dict):
-        return {key: trusted(item) for key, item in value.items()}
-    return value
 
 
 def role_variables(role: str, **overrides: Any) -> dict[str, Any]:
