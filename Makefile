@@ -75,6 +75,7 @@ bench: venv host
 	python bench/spawn.py
 	python bench/overlay.py
 	python bench/remote.py
+	python bench/start_failure.py
 
 clean: lab-down
 	rm -rf $(VENV) .cache
