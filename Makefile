@@ -57,8 +57,10 @@ docs: venv
 unit: venv
 	pytest -q tests/unit
 
+# on the lab's base image, built here when missing (molecule's create finds it current)
 integration: venv host
-	pytest -q tests/integration
+	bash lab/images/build.sh $${CLUSTERHUB_LAB_SUITE:-trixie}
+	pytest -q -rs tests/integration
 
 molecule: venv host browser
 	CLUSTERHUB_LAB_PREFIX=chtest molecule test -s lab

@@ -21,7 +21,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
-LAB_BASE = os.environ.get("CLUSTERHUB_TEST_BASE", "clusterhub-lab/debian:bookworm")
+# the lab's suite (inventories/lab: CLUSTERHUB_LAB_SUITE, default trixie); `make integration` builds its image
+SUITE = os.environ.get("CLUSTERHUB_LAB_SUITE") or "trixie"
+LAB_BASE = os.environ.get("CLUSTERHUB_TEST_BASE", f"clusterhub-lab/debian:{SUITE}")
 TEST_PREFIX = "clusterhub-test/"
 
 
@@ -158,8 +160,8 @@ def base_image():
     """The lab base, pinned under a clusterhub-test/ name for the session so a concurrent rebuild of the lab
     image (which moves its tag) cannot change the hash between the tests' runs."""
     if image_id(LAB_BASE) is None:
-        pytest.skip(f"base image {LAB_BASE} is missing: build it with `bash lab/images/build.sh bookworm`")
-    pinned = f"{TEST_PREFIX}base:bookworm-{os.getpid()}"
+        pytest.skip(f"base image {LAB_BASE} is missing: build it with `bash lab/images/build.sh {SUITE}`")
+    pinned = f"{TEST_PREFIX}base:{SUITE}-{os.getpid()}"
     _docker("tag", LAB_BASE, pinned, check=True)
     yield pinned
     _docker("image", "rm", pinned)

@@ -1,7 +1,7 @@
 """notebook_image against the real Docker engine: build, no-change rerun, check mode/diff, a failed build that keeps
 the previous image, and bad arguments that fail before any build.
 
-The image (jupyterlab + papermill + ipykernel in a venv on the lab's bookworm base) is built once per session;
+The image (jupyterlab + papermill + ipykernel in a venv on the lab's base image) is built once per session;
 the first build takes a few minutes on a small machine.  Run: .venv/bin/pytest -v tests/integration
 """
 
