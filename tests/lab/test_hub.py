@@ -232,3 +232,37 @@ def test_bad_hub_values_stop_the_validation_play_in_both_modes(hub, mode, extra_
     changed = recap_changed(result.stdout)
     assert changed == {"hub": 0}, changed
     assert hub.file("/etc/jupyterhub/jupyterhub_config.py").sha256sum == config
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("prepared", ["open-directory", "link"])
+def test_a_kernel_runtime_directory_another_user_prepared_is_never_used(bob, login, nodes, prepared):
+    """alice prepares, on every node, the directory names the next jobs of bob's would have used (the old
+    /tmp/jupyter-runtime-UID-JOBID): open to all (0777), or a link to a directory of hers. bob's server and
+    kernel use a private directory of their own, and nothing of bob's lands where alice can read it."""
+    uid = login.user("bob").uid
+    # the next job ids: a throwaway job tells where Slurm's counter is
+    last = int(login.check_output("sbatch --parsable -o /dev/null --wrap true").split(";")[0])
+    names = [f"/tmp/jupyter-runtime-{uid}-{job}" for job in range(last + 1, last + 4)]
+    for node in nodes:
+        node.check_output("runuser -u alice -- install -d -m 0777 /tmp/alice-trap")
+        for name in names:
+            if prepared == "link":
+                node.check_output(f"runuser -u alice -- ln -sfn /tmp/alice-trap {name}")
+            else:
+                node.check_output(f"runuser -u alice -- install -d -m 0777 {name}")
+    try:
+        bob.start(options={"profile": "small", "image": "node"})
+        code = "import os, socket; d = os.environ['JUPYTER_RUNTIME_DIR']; s = os.lstat(d); print(socket.gethostname(),"
+        code += " d, os.path.realpath(d), s.st_uid, oct(s.st_mode & 0o777), len(os.listdir(d)))"
+        host, path, real, owner, mode, entries = bob.run_code(code).split()
+        assert path == real and path not in names, "a directory of bob's own, not a prepared name or a link"
+        assert (int(owner), mode) == (uid, "0o700") and int(entries) > 0, "private, and the server uses it"
+        node = nodes[0] if host == "node1" else nodes[1]
+        assert node.run(f"runuser -u alice -- ls {path}").rc != 0, "alice cannot list it"
+        for name in [*names, "/tmp/alice-trap"]:
+            left = node.run(f"find {name}/ -mindepth 1 -maxdepth 1").stdout
+            assert not left, f"nothing of bob's in {name}: {left}"
+    finally:
+        for node in nodes:
+            node.check_output(f"rm -rf /tmp/alice-trap {' '.join(names)}")

@@ -25,8 +25,10 @@ export PYTHONNOUSERSITE=1
 # Logs of servers older than a week go.
 find "$HOME" -maxdepth 1 -name '.jupyterhub_slurmspawner_*.log' -mtime +7 -delete 2>/dev/null || true
 # Kernels talk over IPC sockets in a private, node-local directory: no TCP port another user could reach.
-export JUPYTER_RUNTIME_DIR="/tmp/jupyter-runtime-$(id -u)-${SLURM_JOB_ID}"
-mkdir -m 0700 -p "$JUPYTER_RUNTIME_DIR"
+# mktemp makes it at once, mode 0700, under a name nobody can guess: a directory or link another user of the
+# node prepared under a predictable name is never used.
+JUPYTER_RUNTIME_DIR=$(mktemp -d "/tmp/jupyter-runtime-$(id -u)-${SLURM_JOB_ID}-XXXXXXXXXX")
+export JUPYTER_RUNTIME_DIR
 trap 'rm -rf "$JUPYTER_RUNTIME_DIR"' EXIT
 echo "clusterhub: job ${SLURM_JOB_ID} on $(hostname) for $(id -un), ${SLURM_CPUS_PER_TASK:-1} CPUs"
 {{prologue}}
