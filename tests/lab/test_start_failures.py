@@ -60,13 +60,22 @@ def mode(started_once, login):
 
 
 def in_overlay(node, script: str) -> None:
-    """Run script as bob in his overlay (the files his server sees in its $HOME), as his job would."""
-    node.check_output(
-        "runuser -u bob -- apptainer exec --contain --no-home --overlay %s %s sh -c %s",
-        OVERLAY,
-        SIF,
-        f"mkdir -p /home/bob/.jupyter && {script}",
-    )
+    """Run script as bob in his overlay (the files his server sees in its $HOME), as his job would. A job
+    Slurm has already forgotten may still be letting go of the overlay for a moment: then it tries again."""
+
+    def run():
+        return node.run(
+            "runuser -u bob -- apptainer exec --contain --no-home --overlay %s %s sh -c %s",
+            OVERLAY,
+            SIF,
+            f"mkdir -p /home/bob/.jupyter && {script}",
+        )
+
+    deadline = time.monotonic() + 30
+    while (result := run()).rc != 0:
+        if "in use" not in result.stdout + result.stderr or time.monotonic() > deadline:
+            raise AssertionError(f"in bob's overlay: {script}: {result.stderr.strip()}")
+        time.sleep(1)
 
 
 def put_config(node, text: str) -> None:
