@@ -83,6 +83,38 @@ def clusterhub_port_clashes(ports: Mapping[str, object]) -> list[str]:
     return [f"{' and '.join(names)} ({port})" for port, names in sorted(seen.items()) if len(names) > 1]
 
 
+_SPAN = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?$")
+
+
+def clusterhub_port_spans(items, low: int = 1024) -> list[list[int]] | None:
+    """Port numbers and "LO-HI" ranges as sorted, merged [lo, hi] spans (inclusive); None where an item is
+    anything else (a wildcard, HI below LO, a port below `low` or above 65535)."""
+    if isinstance(items, (str, int)) or not isinstance(items, Iterable):
+        return None
+    spans = []
+    for item in items:
+        match = _SPAN.match(str(item).strip()) if not isinstance(item, bool) else None
+        if not match:
+            return None
+        lo = int(match.group(1))
+        hi = int(match.group(2) or lo)
+        if not low <= lo <= hi <= 65535:
+            return None
+        spans.append([lo, hi])
+    merged: list[list[int]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return merged
+
+
+def clusterhub_port_ranges(items, low: int = 1024) -> list[int]:
+    """Every port of clusterhub_port_spans(items), in order; [] where the items are not valid."""
+    return [port for lo, hi in clusterhub_port_spans(items, low) or [] for port in range(lo, hi + 1)]
+
+
 def clusterhub_not_found(results: Iterable[Mapping], kind: str = "file") -> list[str]:
     """From the results of a looped ansible.builtin.stat whose items are {var, path}: "var (path)" for each
     path that is not a regular file (kind="file") or a directory (kind="directory") there."""
@@ -105,4 +137,6 @@ class FilterModule:
             "clusterhub_url_port": clusterhub_url_port,
             "clusterhub_port_clashes": clusterhub_port_clashes,
             "clusterhub_not_found": clusterhub_not_found,
+            "clusterhub_port_spans": clusterhub_port_spans,
+            "clusterhub_port_ranges": clusterhub_port_ranges,
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import testinfra
 from hubclient import Hub, lab_certificate
+from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = os.environ.get("CLUSTERHUB_LAB_PREFIX", "chlab")
@@ -131,3 +133,27 @@ def squeue_jobs(login, user: str | None = None) -> list[str]:
     """Job ids of the hub's servers (optionally of one user) in the queue."""
     who = f"-u {user}" if user else ""
     return login.check_output(f"squeue -h --name jupyterhub {who} -o %i").split()
+
+
+# Debian's Chromium (make browser), for the browser tests
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for one test module."""
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield b
+        b.close()

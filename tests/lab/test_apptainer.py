@@ -228,6 +228,76 @@ def test_a_damaged_overlay_stops_only_that_users_start(nodes, login):
         node.check_output("mv /home/bob/.clusterhub/bob.img.good /home/bob/.clusterhub/bob.img")
 
 
+E2FSCK = "/usr/sbin/e2fsck"
+E2FSCK_LOG = "/tmp/clusterhub-test-e2fsck-calls"
+
+
+@pytest.fixture
+def e2fsck_logged(nodes):
+    """On both nodes, e2fsck logs each call (its arguments) to E2FSCK_LOG, then runs as always; restored after."""
+    shim = f'#!/bin/sh\necho "$*" >> {E2FSCK_LOG}\nexec {E2FSCK}.clusterhub-test "$@"\n'
+    for node in nodes:
+        node.check_output(
+            f"install -m 0666 /dev/null {E2FSCK_LOG} && cp -p {E2FSCK} {E2FSCK}.clusterhub-test && "
+            f"printf %s {shlex.quote(shim)} > {E2FSCK}.new && chmod 0755 {E2FSCK}.new && mv {E2FSCK}.new {E2FSCK}"
+        )
+    yield lambda node: node.file(E2FSCK_LOG).content_string
+    for node in nodes:
+        node.check_output(f"mv {E2FSCK}.clusterhub-test {E2FSCK} && rm -f {E2FSCK_LOG}")
+
+
+@HUB
+@pytest.mark.security
+def test_a_live_overlay_is_never_grown_or_checked_and_grows_once_the_server_stops(hub_as, login, nodes, e2fsck_logged):
+    """While alice's server runs, its overlay's lock is held (by the job's wrapper and apptainer): `grow` (as alice
+    and as root), `check` and a second server's start on it all refuse, saying to stop the server first, and none
+    of them runs e2fsck on the mounted file or changes it. Once the server has stopped, grow works."""
+    alice = hub_as("alice")
+    alice.stop()
+    overlay = OVERLAY.format(user="alice")
+    backup = overlay + ".before-grow-test"
+    grow = f"clusterhub-overlay grow {overlay} --size-mib 512"
+    try:
+        alice.start(options={"profile": "small", "image": "python"})
+        (job,) = squeue_jobs(login, "alice")
+        host = alice.run_code("import socket; print(socket.gethostname())").strip()
+        node = nodes[0] if host == "node1" else nodes[1]
+        stat = f"stat -c '%i %s %Y' {overlay}"
+        before = node.check_output(stat)
+        checks_at_start = e2fsck_logged(node)  # the start's own check, before the server mounted it
+        busy = f"{overlay} is in use by a running server (job {job}); stop the server first, then "
+        for attempt in (f"runuser -u alice -- {grow}", grow):
+            refused = node.run(attempt)
+            assert (refused.rc, refused.stderr.strip()) == (4, f"clusterhub-overlay: {busy}grow it"), attempt
+        refused = node.run(f"runuser -u alice -- clusterhub-overlay check {overlay}")
+        assert (refused.rc, refused.stderr.strip()) == (4, f"clusterhub-overlay: {busy}check it")
+        second = node.run(f"runuser -u alice -- clusterhub-startjob {SIF} true")
+        assert second.rc != 0 and f"(job {job}); stop that server first, then start this one" in second.stderr
+        assert node.check_output(stat) == before, "the live overlay is unchanged"
+        assert e2fsck_logged(node) == checks_at_start, "no damage check read the live overlay"
+        assert alice.run_code("print(6 * 7)").strip() == "42", "the server kept working"
+        alice.stop()
+        wait_for(lambda: not squeue_jobs(login, "alice"), what="alice's job gone")
+        # the server's processes let go of the lock as they end; then grow works, on a copy swapped in
+        wait_for(lambda: node.run(f"flock -n {overlay}.lock true").rc == 0, timeout=30, what="the lock released")
+        node.check_output(f"cp --sparse=always -p {overlay} {backup}")
+        grown = node.run(f"runuser -u alice -- {grow}")
+        assert grown.rc == 0 and f"grew {overlay} from 256 to 512 MiB" in grown.stdout, grown.stderr
+        assert f"-f -n {overlay}" in e2fsck_logged(node)[len(checks_at_start) :], "checked once nothing has it"
+        assert node.run(f"runuser -u alice -- clusterhub-overlay check {overlay}").rc == 0
+        alice.start(options={"profile": "small", "image": "python"})
+        size = alice.run_code("import os; s = os.statvfs(os.path.expanduser('~')); print(s.f_blocks * s.f_frsize)")
+        assert int(size) > 400 * 2**20, "her server has the grown overlay"
+    finally:
+        alice.stop()
+        wait_for(lambda: not squeue_jobs(login, "alice"), what="alice's job gone")
+        # her overlay as it was before the grow (the test's own change undone)
+        for node in nodes:
+            if node.file(backup).exists:
+                wait_for(lambda n=node: n.run(f"flock -n {overlay}.lock true").rc == 0, timeout=30, what="the lock")
+                node.check_output(f"mv {backup} {overlay}")
+
+
 def test_maintenance_switch_stops_a_start_with_its_message(nodes):
     node = nodes[0]
     node.check_output("echo 'Back at 14:00.' > /etc/clusterhub/maintenance")

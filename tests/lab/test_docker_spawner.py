@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import wait_for
@@ -19,6 +21,26 @@ IMAGE = "clusterhub/python:latest"
 CONTAINER = "jupyter-bob"
 SHARED = "/srv/shared"
 HEALTH = "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8081/hub/health')\""
+PIDS_LIMIT = 1024  # jupyterhub_docker_pids_limit's default (the lab keeps it)
+MEMORY_GB = 2  # the workstation profile's memory_gb
+# A fork bomb bounded in time: every process forks as fast as it can, retries when the kernel refuses,
+# and ends after 20 s (each child inherits the deadline); the count of refused forks goes to stdout.
+FORK_BOMB = (
+    "import os, sys, time\n"
+    "end, refused, parent = time.time() + 20, 0, os.getpid()\n"
+    "while time.time() < end:\n"
+    "    try:\n"
+    "        os.fork()\n"
+    "    except OSError:\n"
+    "        refused += 1\n"
+    "        time.sleep(0.05)\n"
+    "if os.getpid() == parent:\n"
+    "    print('refused', refused, flush=True)\n"
+)
+# Takes memory 64 MiB at a time (written, so it is really used), saying how much it holds after each step.
+MEMORY_HOG = (
+    "import sys\nheld = []\nwhile True:\n    held.append(b'x' * (64 << 20))\n    print(len(held) * 64, flush=True)\n"
+)
 
 
 def containers(hub, user: str) -> list[str]:
@@ -117,3 +139,90 @@ def test_form_shows_slurm_and_docker_profiles_together(bob):
     found = {slug: kind for kind, slug in re.findall(r'data-kind="(\w+)"><input [^>]*value="([\w-]+)"', page.text)}
     assert found.get("small") == "slurm" and found.get(PROFILE) == "docker", found
     assert "Docker: Python 3 (JupyterLab, papermill)" in page.text
+
+
+def cgroup_file(hub, container_id: str, *names: str) -> str:
+    """The first of these files of the container's cgroup as the hub host sees it (cgroup v1 or v2): read from
+    outside, since a container at its pids limit cannot start a `cat` of its own."""
+    for name in names:
+        path = hub.check_output(
+            f"find /sys/fs/cgroup -maxdepth 6 -type f -name {name} -path '*{container_id}*' 2>/dev/null | head -1"
+        )
+        if path:
+            return path
+    raise AssertionError(f"none of {', '.join(names)} in the cgroup of container {container_id[:12]}")
+
+
+def hub_answers(client) -> float:
+    """Seconds the hub API takes to answer GET /hub/api/ (its version) and bob's own record."""
+    t0 = time.monotonic()
+    assert client.get("/", timeout=5).json()["version"]
+    assert client.get("/users/bob", timeout=5).json()["name"] == "bob"
+    return time.monotonic() - t0
+
+
+def test_container_limits_are_set_from_the_profile(bob, hub):
+    bob.start(options={"profile": PROFILE})
+    host_config = inspect(hub, CONTAINER)["HostConfig"]
+    assert host_config["PidsLimit"] == PIDS_LIMIT
+    assert host_config["Memory"] == MEMORY_GB << 30
+    assert host_config["MemorySwap"] == host_config["Memory"]  # no swap beyond the memory limit
+    assert (host_config["CpuQuota"], host_config["CpuPeriod"]) == (100_000, 100_000)  # the profile's 1 CPU
+    assert host_config["Init"] is True  # an init as PID 1 reaps orphaned processes
+    assert "no-new-privileges" in host_config["SecurityOpt"] and host_config["CapDrop"] == ["ALL"]
+
+
+@pytest.mark.security
+def test_a_fork_bomb_stops_at_the_containers_pids_limit_and_the_hub_keeps_answering(bob, hub):
+    bob.start(options={"profile": PROFILE})
+    container_id = inspect(hub, CONTAINER)["Id"]
+    pids_max = cgroup_file(hub, container_id, "pids.max")
+    pids_current = cgroup_file(hub, container_id, "pids.current")
+    assert hub.check_output(f"cat {pids_max}") == str(PIDS_LIMIT)
+    latencies, peak = [], 0
+    with ThreadPoolExecutor(1) as pool:
+        # as bob, inside his container, the way a program of his would
+        bomb = pool.submit(hub.run, "docker exec %s python3 -c %s", CONTAINER, FORK_BOMB)
+        deadline = time.monotonic() + 18
+        while time.monotonic() < deadline and not bomb.done():
+            peak = max(peak, int(hub.check_output(f"cat {pids_current}")))
+            latencies.append(hub_answers(bob))
+            time.sleep(1)
+        result = bomb.result(timeout=60)
+    print(
+        f"fork bomb: peak {peak} of {PIDS_LIMIT} pids; hub API answered {len(latencies)} times, "
+        f"slowest {max(latencies):.2f} s; {result.stdout.strip()}"
+    )
+    assert peak == PIDS_LIMIT  # the bomb reached the container's limit ...
+    assert int(result.stdout.split()[-1]) > 0, result.stdout + result.stderr  # ... and the kernel refused forks
+    assert len(latencies) >= 5 and max(latencies) < 5  # the hub answered all along
+    # the bomb is over: bob's server works again, in the same container
+    wait_for(lambda: int(hub.check_output(f"cat {pids_current}")) < 50, what="the bomb's processes gone")
+    assert bob.run_code("print(6 * 7)").strip() == "42"
+    bob.stop()
+    wait_for(lambda: not containers(hub, "bob"), what="bob's container removed after stop")
+    assert hub.run("pgrep -u bob").rc == 1, hub.check_output("ps -u bob -o pid,cmd")  # nothing of bob left
+    assert hub.run(f"find /sys/fs/cgroup -maxdepth 6 -type d -path '*{container_id}*' | grep -q .").rc == 1
+
+
+@pytest.mark.security
+def test_a_memory_hog_is_killed_at_the_containers_limit_and_the_hub_keeps_answering(bob, hub):
+    bob.start(options={"profile": PROFILE})
+    container_id = inspect(hub, CONTAINER)["Id"]
+    with ThreadPoolExecutor(1) as pool:
+        hog = pool.submit(hub.run, "docker exec %s timeout 60 python3 -c %s", CONTAINER, MEMORY_HOG)
+        latencies = [hub_answers(bob)]
+        while not hog.done():
+            latencies.append(hub_answers(bob))
+            time.sleep(0.5)
+        result = hog.result()
+    held_mb = int(result.stdout.split()[-1]) if result.stdout.split() else 0
+    print(f"memory hog: rc {result.rc} after holding {held_mb} MiB; hub API slowest {max(latencies):.2f} s")
+    assert result.rc == 137  # SIGKILL: the kernel's OOM killer, inside the container's cgroup
+    assert 0 < held_mb <= MEMORY_GB * 1024  # never more than the limit (and no swap to go beyond it)
+    assert max(latencies) < 5
+    events = hub.check_output(f"cat {cgroup_file(hub, container_id, 'memory.events', 'memory.oom_control')}")
+    assert int(re.search(r"oom_kill (\d+)", events).group(1)) >= 1, events
+    # only the hog was killed: bob's server still runs his code
+    assert bob.run_code("print(6 * 7)").strip() == "42"
+    assert hub_answers(bob) < 5

@@ -1,10 +1,12 @@
 """Remote HPC mode end to end: the hub cannot reach rnode1 (it sits on the HPC network only), submits
-through hpc-gate as jupyterhpc@login, and reaches alice's server only through the job's SSH tunnel.
+through hpc-gate (logged in as clusterhub-gate@login; the jobs run as jupyterhpc), and reaches alice's
+server only through the job's SSH tunnel.
 
 Real Slurm, real Apptainer, real SSH tunnels through the lab's NAT gateway (login), real WebDAV."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -132,26 +134,145 @@ def test_keep_txt_survives_a_restart_and_nothing_else_is_in_her_container(alice_
     assert rnode.file(OVERLAY).size == size
 
 
-def test_a_file_in_webdav_share_lands_in_alices_space_and_the_password_stays_hidden(alice_remote, rnode, storage):
-    alice_remote.start(options=REMOTE, timeout=240)
-    out = alice_remote.run_code(
+@pytest.fixture
+def alice_own(hub_as, login):
+    yield from stopped_before_and_after(hub_as("alice"), lambda: not own_jobs(login, "alice"))
+
+
+def test_a_file_in_webdav_share_lands_in_alices_space_and_the_password_stays_hidden(alice_own, rnode, storage):
+    """Remote WebDAV runs as the user's own HPC account (hpcown): the shared account gets none (test_webdav)."""
+    alice_own.start(options=OWN, timeout=240)
+    out = alice_own.run_code(
         "open('/notebooks/WebDAV-Share/from-remote.txt', 'w').write('written on rnode1\\n'); print('ok')"
     )
     assert out.strip() == "ok"
-    mount = "/home/jupyterhpc/WebDAV-Share/alice"
+    mount = "/home/alice/WebDAV-Share"
     assert rnode.run(f"findmnt -n {mount}").rc == 0
     password = "alice-webdav-in-the-lab"
     # nobody else sees it: not in process lists, not in the job's logs
     assert password not in rnode.check_output("ps -eo args")
-    logs = rnode.check_output("cat /home/jupyterhpc/.clusterhub/logs/alice/* /home/jupyterhpc/.clusterhub/logs/*.log")
+    logs = rnode.check_output("cat /home/alice/.clusterhub/logs/alice/*")
     assert password not in logs
-    secrets = rnode.file("/home/jupyterhpc/.davfs2/secrets")
-    assert (secrets.user, secrets.mode) == ("jupyterhpc", 0o600)
-    alice_remote.stop()
+    secrets = rnode.file("/home/alice/.davfs2/secrets")
+    assert (secrets.user, secrets.mode) == ("alice", 0o600)
+    alice_own.stop()
     # the job's end unmounted the space after its uploads
     wait_for(lambda: rnode.run(f"findmnt -n {mount}").rc != 0, timeout=60, what="WebDAV unmounted at job end")
     saved = storage.file("/srv/webdav/alice/from-remote.txt")
     assert saved.content_string == "written on rnode1\n" and saved.user == "www-data"
+
+
+@pytest.fixture
+def bob_remote(hub_as, login):
+    yield from stopped_before_and_after(hub_as("bob"), lambda: not remote_jobs(login, "bob"))
+
+
+# Run in bob's kernel on the shared account's partition. It looks for alice's WebDAV password (given
+# base64-encoded) and tries to enter her mounted space: in its container's view, and through /proc/PID/root of
+# every process it sees (the job's wrapper outside the container is one, running as the same account).
+ATTACK = """
+import base64, json, os
+secret = base64.b64decode(SECRET).decode()
+report = {"roots": {}, "secrets": [], "found": [], "her_space": [], "shared_point": []}
+views = [""]
+for p in (p for p in os.listdir("/proc") if p.isdigit()):
+    try:
+        os.listdir(f"/proc/{p}/root")
+    except OSError as e:
+        report["roots"][type(e).__name__] = report["roots"].get(type(e).__name__, 0) + 1
+        continue
+    if os.path.exists(f"/proc/{p}/root/etc/clusterhub/jobs.conf"):
+        views.append(f"/proc/{p}/root")
+report["roots"]["node"] = len(views) - 1
+for v in views[:2]:
+    try:
+        open(v + "/home/jupyterhpc/.davfs2/secrets").read()
+        report["secrets"].append("read")
+    except OSError as e:
+        report["secrets"].append(type(e).__name__)
+    for top in ("/home", "/tmp", "/var/tmp", "/dev/shm", "/etc/davfs2", "/var/cache/davfs2"):
+        for d, _, files in os.walk(v + top):
+            for f in files:
+                try:
+                    path = os.path.join(d, f)
+                    if os.path.getsize(path) < 2**20 and secret in open(path, errors="replace").read():
+                        report["found"].append(path)
+                except OSError:
+                    pass
+    for key, path in (("her_space", "/home/alice/WebDAV-Share"),
+                      ("shared_point", "/home/jupyterhpc/WebDAV-Share/alice")):
+        try:
+            report[key].append(os.listdir(v + path) and "listed")
+        except OSError as e:
+            report[key].append(type(e).__name__)
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.security
+@pytest.mark.webdav
+def test_from_bobs_job_on_the_shared_account_alices_webdav_password_and_space_are_out_of_reach(
+    alice_own, bob_remote, rnode, storage
+):
+    """alice's server runs as her own HPC account with her WebDAV space mounted; bob's runs on the shared
+    account's partition, on the same node. Neither from bob's kernel (its container's view and every
+    /proc/PID/root it can see) nor from a shell of the shared account on the node itself can alice's WebDAV
+    password or her space be reached: the shared account holds no WebDAV password and mounts no space
+    (webdav_client refuses them), and her own are hers alone."""
+    password = "alice-webdav-in-the-lab"
+    alice_own.start(options=OWN, timeout=240)
+    out = alice_own.run_code("open('/notebooks/WebDAV-Share/from-hpcown.txt', 'w').write('hers\\n'); print('ok')")
+    assert out.strip() == "ok", "her own WebDAV space works"
+    bob_remote.start(options=REMOTE, timeout=240)
+    code = f"SECRET = {base64.b64encode(password.encode()).decode()!r}\n" + ATTACK
+    report = json.loads(bob_remote.run_code(code, timeout=120))
+    # the kernel keeps the container's processes out of the node's view of the same account (/proc/PID/root
+    # of the wrapper: permission denied); whatever view there is holds nothing of hers
+    assert report["roots"].get("PermissionError", 0) > 0, report["roots"]
+    assert report["found"] == [], "her password is in no file bob's job can read"
+    assert set(report["secrets"]) <= {"FileNotFoundError", "PermissionError"}, report["secrets"]
+    assert set(report["her_space"]) <= {"FileNotFoundError", "PermissionError"}, report["her_space"]
+    assert set(report["shared_point"]) <= {"FileNotFoundError", "PermissionError", ""}, report["shared_point"]
+    # the same as the shared account on the node itself (what bob's job would be outside its container)
+    as_account = "runuser -u jupyterhpc -- "
+    tried = rnode.run(as_account + "cat /home/jupyterhpc/.davfs2/secrets")
+    assert tried.rc != 0 and "No such file" in tried.stderr, "the shared account holds no WebDAV passwords"
+    assert rnode.run(as_account + "ls -A /home/jupyterhpc/WebDAV-Share/alice").stdout.strip() == ""
+    tried = rnode.run(as_account + "clusterhub-webdav-mount jupyterhpc /home/jupyterhpc/WebDAV-Share/alice")
+    assert tried.rc == 1 and "has no davfs2 entry in /etc/fstab" in tried.stderr, tried.stderr
+    tried = rnode.run(as_account + "clusterhub-webdav-mount alice /home/alice/WebDAV-Share")
+    assert tried.rc == 1 and "may not mount the WebDAV space of alice" in tried.stderr, tried.stderr
+    assert rnode.run(as_account + "ls /home/alice/WebDAV-Share").rc != 0
+    piped = f"echo {base64.b64encode(password.encode()).decode()} | base64 -d"
+    found = rnode.run(f"{piped} | {as_account} grep -rlsF -f - /home /tmp /var/tmp /etc --exclude-dir=proc")
+    assert found.stdout == "", found.stdout
+    # and her file went to her space on the server
+    wait_for(lambda: storage.file("/srv/webdav/alice/from-hpcown.txt").exists, timeout=30, what="her upload")
+    storage.check_output("rm -f /srv/webdav/alice/from-hpcown.txt")
+
+
+@pytest.mark.security
+def test_with_a_name_map_only_the_users_it_names_run_as_their_own_hpc_accounts(hub_as, login, bob_own):
+    """jupyterhub_hpc_user_map names alice only: bob, who has an HPC account of the same name (and runs as it
+    without a map), is refused on hpcown at once with a sentence and no job of his is submitted; alice still
+    runs as hers."""
+    mapping = '{"jupyterhub_hpc_user_map": {"alice": "alice"}}'
+    mapped = run_playbook("playbooks/hub.yml", "--limit", "hub", "-e", mapping)
+    assert mapped.returncode == 0, mapped.stdout[-3000:]
+    alice = hub_as("alice")
+    try:
+        refused = bob_own.post("/users/bob/server", json=OWN)
+        assert refused.status_code == 400, refused.text
+        assert "partition hpcown runs servers as the users' own HPC accounts and none is known for bob" in refused.text
+        assert not own_jobs(login, "bob"), "nothing reached the HPC side"
+        alice.stop()
+        alice.start(options=OWN, timeout=240)
+        assert int(alice.run_code("import os; print(os.getuid())")) == login.user("alice").uid
+    finally:
+        alice.stop()
+        wait_for(lambda: not own_jobs(login, "alice"), what="alice's job gone")
+        restored = run_playbook("playbooks/hub.yml", "--limit", "hub")
+        assert restored.returncode == 0, restored.stdout[-3000:]
 
 
 def test_the_no_container_choice_is_refused_on_a_remote_partition(hub_as):

@@ -22,7 +22,9 @@ pytestmark = [pytest.mark.apptainer, pytest.mark.remote]
 
 SIF = "/opt/clusterhub/images/python.sif"
 OVERLAY = "/home/bob/.clusterhub/bob.img"
-CONFIG = "/home/bob/.jupyter/jupyter_server_config.py"
+# a system path: the servers read no configuration in the home (jupyterhub_disable_user_config), but the
+# overlay covers the whole container, so bob can still break his own server there
+CONFIG = "/etc/jupyter/jupyter_server_config.py"
 MODES = {
     "direct": {"options": {"profile": "small", "image": "python"}, "nodes": ("node1", "node2")},
     "remote": {"options": {"profile": "hpcown", "image": "python"}, "nodes": ("rnode1",)},
@@ -68,7 +70,7 @@ def in_overlay(node, script: str) -> None:
             "runuser -u bob -- apptainer exec --contain --no-home --overlay %s %s sh -c %s",
             OVERLAY,
             SIF,
-            f"mkdir -p /home/bob/.jupyter && {script}",
+            f"mkdir -p /etc/jupyter && {script}",
         )
 
     deadline = time.monotonic() + 30
@@ -128,9 +130,10 @@ def failed_start_with_config(mode, text: str) -> str:
 
 
 def test_a_server_that_fails_at_start(mode):
-    said = failed_start_with_config(mode, 'c.ServerApp.port_retries = "many"')
-    assert "the server failed (Bad config encountered during initialization: The 'port_retries' trait" in said
-    assert "~/.jupyter" in said, "it says what bob can do"
+    # (not port_retries: remote mode's wrapper sets that one on the command line, which wins)
+    said = failed_start_with_config(mode, 'c.ServerApp.max_body_size = "many"')
+    assert "the server failed (Bad config encountered during initialization: The 'max_body_size' trait" in said
+    assert "/etc/jupyter" in said, "it says what bob can do"
     next_start_works(*mode[:2])
 
 

@@ -1,6 +1,6 @@
 """Remote HPC mode over real SSH (playbooks/remote.yml: roles hpc_account on login, tunnel_user on hub).
 
-The hub submits as jupyterhpc@login through hpc-gate; a job on the HPC side tunnels back to the hub
+The hub submits as clusterhub-gate@login through hpc-gate; a job on the HPC side tunnels back to the hub
 as tunnelbot. Slurm need not be installed: where it is not, an accepted command ends in hpc-gate's
 "<tool> not found" (exit 127), which a refused one never reaches (exit 2).
 """
@@ -27,8 +27,9 @@ TUNNEL_SSH = (
     f" -o StrictHostKeyChecking=yes -o UserKnownHostsFile={HPC_HOME}/.ssh/tunnel_known_hosts"
     " -o ExitOnForwardFailure=yes -o ConnectTimeout=10"
 )
-SQUEUE = "squeue -h --name jupyterhub -o '%i|%T|%B|%r'"
-NOTEBOOK_PORT = 18888
+SQUEUE = "squeue -h --name jupyterhub -o '%i|%T|%B|%r|%u|%P|%j'"  # hpc_account_squeue_format
+# in the tunnel account's ports (tunnel_user_listen_ports: 47000-47999 by default)
+NOTEBOOK_PORT = 47888
 # the lab's hub API (tunnel_user_api_port: the hub serves its API on port 8081)
 API_PORT = 8081
 
@@ -89,7 +90,7 @@ def listening(host, port: int) -> bool:
 
 def gate(command: str, hub, stdin: str = ""):
     redirect = f"printf %s {shlex.quote(stdin)} | " if stdin else ""
-    return hub.run(f"{redirect}{HUB_SSH} jupyterhpc@login {shlex.quote(command) if command else ''}")
+    return hub.run(f"{redirect}{HUB_SSH} clusterhub-gate@login {shlex.quote(command) if command else ''}")
 
 
 @pytest.fixture
@@ -137,11 +138,31 @@ def test_tunnelbot_may_not_open_other_ports_on_the_hub(hub, login, web_servers):
     )
 
 
-@pytest.mark.parametrize("listen", ["0.0.0.0:18889", "hub:18889", "127.0.0.2:18889", "localhost:18889"])
+@pytest.mark.parametrize("listen", ["0.0.0.0:47889", "hub:47889", "127.0.0.2:47889", "localhost:47889"])
 def test_tunnelbot_may_listen_only_on_the_hubs_loopback(login, listen):
     result = login.run(f"timeout 30 {TUNNEL_SSH} -N -R {listen}:127.0.0.1:{NOTEBOOK_PORT} tunnelbot@hub")
     assert result.rc == 255
     assert "remote port forwarding failed" in result.stderr
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(
+    "port",
+    [
+        8081,  # the hub API (jupyterhub_hub_bind_url): a job listening there while the hub restarts gets its tokens
+        8001,  # the proxy's API
+        8443,  # the hub's HTTPS port
+        18888,  # free, but outside tunnel_user_listen_ports
+        46999,
+        48000,
+    ],
+)
+def test_tunnelbot_may_listen_only_on_its_port_range(hub, login, port):
+    result = login.run(f"timeout 30 {TUNNEL_SSH} -N -R 127.0.0.1:{port}:127.0.0.1:{NOTEBOOK_PORT} tunnelbot@hub")
+    assert result.rc == 255
+    assert "remote port forwarding failed" in result.stderr
+    # the hub's own services still answer where they are
+    assert '"version"' in http_get(hub, f"http://127.0.0.1:{API_PORT}/hub/api")
 
 
 def test_the_tunnels_check_the_hubs_host_key(hub, login):
@@ -214,9 +235,9 @@ def test_as_a_member_the_gate_runs_slurm_as_that_user(hub):
 
 
 def test_the_hub_may_not_forward_through_the_login_node(hub):
-    assert_forwards_refused(hub, f"{HUB_SSH} {{}} jupyterhpc@login", ["127.0.0.1:22"], 18023)
+    assert_forwards_refused(hub, f"{HUB_SSH} {{}} clusterhub-gate@login", ["127.0.0.1:22"], 18023)
     remote = hub.run(
-        f"timeout 30 {HUB_SSH} -N -o ExitOnForwardFailure=yes -R 127.0.0.1:18024:127.0.0.1:22 jupyterhpc@login"
+        f"timeout 30 {HUB_SSH} -N -o ExitOnForwardFailure=yes -R 127.0.0.1:18024:127.0.0.1:22 clusterhub-gate@login"
     )
     assert remote.rc == 255
     assert "remote port forwarding failed" in remote.stderr

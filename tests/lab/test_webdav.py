@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 import yaml
-from conftest import ROOT, lab_host, wait_for
+from conftest import ROOT, lab_host, recap_changed, run_playbook, wait_for
 
 pytestmark = pytest.mark.webdav
 
@@ -191,10 +191,10 @@ def test_the_password_is_in_no_process_list_log_or_readable_file(node, storage, 
     for host in (node, storage):
         assert host.run(f"journalctl --no-pager -o verbose | {find}").rc == 1
         assert host.run(f"{piped(password + chr(10))} | grep -rlsF -f - /var/log").stdout == ""
-    # every file on the node that holds it is a 0600 secrets file of its account: alice's own, and the remote
-    # HPC mode's shared account, which mounts her space for her remote jobs; the server keeps a hash only
+    # the one file on the node that holds it is alice's own 0600 secrets file (the remote HPC mode's shared
+    # account holds none: test_a_shared_account_gets_no_webdav_...); the server keeps a hash only
     holders = node.check_output(f"{piped(password + chr(10))} | grep -rlsF -f - {everywhere}").split()
-    assert sorted(holders) == ["/home/alice/.davfs2/secrets", "/home/jupyterhpc/.davfs2/secrets"]
+    assert holders == ["/home/alice/.davfs2/secrets"]
     for holder in holders:
         secrets = node.file(holder)
         assert (secrets.user, secrets.mode) == (holder.split("/")[2], 0o600)
@@ -203,3 +203,81 @@ def test_the_password_is_in_no_process_list_log_or_readable_file(node, storage, 
     htpasswd = storage.file("/etc/apache2/clusterhub-webdav.htpasswd")
     assert (htpasswd.user, htpasswd.group, htpasswd.mode) == ("root", "www-data", 0o640)
     assert re.search(r"^alice:\$2[aby]\$", htpasswd.content_string, re.M)  # bcrypt
+
+
+SHARED = "/home/jupyterhpc"
+SHARED_POINT = f"{SHARED}/WebDAV-Share/alice"
+OLD_OPTIONS = "user,noauto,rw,_netdev,dir_mode=0700,file_mode=0600"  # as the role writes them
+
+
+def shared_state(host) -> dict:
+    """What of alice's WebDAV the shared account's jobs could reach on host: fstab entries, mounts, password files."""
+    find = f"{piped(PASSWORDS['alice'] + chr(10))} | grep -rlsF -f - {SHARED} --exclude-dir=WebDAV-Share"
+    return {
+        "fstab": host.run(f"findmnt --fstab -rn -o TARGET --types davfs | grep '^{SHARED}/'").stdout.split(),
+        "mounted": host.run(f"findmnt -rn -o TARGET | grep '^{SHARED}/'").stdout.split(),
+        "passwords": host.run(find).stdout.split(),
+    }
+
+
+@pytest.fixture(scope="module")
+def rnode():
+    return lab_host("rnode1")
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("mode", [[], ["--check"]], ids=["run", "check-mode"])
+def test_a_shared_account_gets_no_webdav_the_validation_play_refuses_it(rnode, mode):
+    """The credentials an earlier version gave the shared account (remote HPC mode's jupyterhpc mounted each hub
+    user's space for that user's jobs, every job of it able to read all their passwords): the validation play
+    stops before anything changes, naming the variable and what to do; no password of alice's is where the
+    shared account's jobs read."""
+    shared = '{"webdav_client_credentials": [{"user": "alice", "password": "not-a-real-one"},'
+    shared += ' {"user": "alice", "account": "jupyterhpc", "password": "not-a-real-one"}]}'
+    fstab = rnode.file("/etc/fstab").sha256sum
+    result = run_playbook("playbooks/site.yml", "--limit", "rnode1", "-e", shared, *mode)
+    assert result.returncode != 0
+    assert re.search(
+        r"webdav_client_credentials gives WebDAV spaces to accounts other than their users' own \(alice \(account"
+        r" jupyterhpc\)\).*shared-account mode is refused.*re-run playbooks/webdav\.yml",
+        " ".join(result.stdout.split()),
+    ), result.stdout[-3000:]
+    assert result.stdout.count("PLAY [") == 1, "a later play ran"
+    assert recap_changed(result.stdout) == {"rnode1": 0}
+    assert rnode.file("/etc/fstab").sha256sum == fstab
+    assert shared_state(rnode) == {"fstab": [], "mounted": [], "passwords": []}
+
+
+@pytest.mark.security
+def test_what_an_earlier_version_left_in_the_shared_account_is_removed_on_the_next_run(rnode):
+    """The old shared-account state, made as the old role made it (fstab entry, alice's password in jupyterhpc's
+    ~/.davfs2/secrets, her space mounted by jupyterhpc): the next run of playbooks/webdav.yml unmounts it, takes
+    it out of /etc/fstab and deletes the password; alice's own entry and password stay."""
+    secrets = f"{SHARED}/.davfs2/secrets"
+    old_secrets = (
+        "umask 077; { echo '# WebDAV credentials of jupyterhpc for davfs2';"
+        f' printf \'"%s" alice "%s"\\n\' {SHARED_POINT} "$(cat)"; }} > {secrets}'
+    )
+    joined = rnode.run("id -nG jupyterhpc").stdout.split()
+    if "davfs2" not in joined:  # the old role let the shared account mount (group davfs2)
+        rnode.check_output("gpasswd -a jupyterhpc davfs2")
+    try:
+        rnode.check_output(
+            f"echo 'https://storage/dav/alice/ {SHARED_POINT} davfs {OLD_OPTIONS} 0 0' >> /etc/fstab && "
+            f"runuser -u jupyterhpc -- install -d -m 0700 {SHARED}/.davfs2 {SHARED}/WebDAV-Share {SHARED_POINT} && "
+            f"{piped(PASSWORDS['alice'])} | runuser -u jupyterhpc -- sh -c {shlex.quote(old_secrets)}"
+        )
+        mount = rnode.run(as_user("jupyterhpc", f"mount {SHARED_POINT} </dev/null"))
+        assert mount.rc == 0, mount.stderr
+        assert shared_state(rnode) == {"fstab": [SHARED_POINT], "mounted": [SHARED_POINT], "passwords": [secrets]}
+        result = run_playbook("playbooks/webdav.yml", "--limit", "rnode1")
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert shared_state(rnode) == {"fstab": [], "mounted": [], "passwords": []}
+        # alice's own space is kept, and so is her password
+        assert rnode.run(f"findmnt --fstab -n --mountpoint {share('alice')}").rc == 0
+        assert rnode.file("/home/alice/.davfs2/secrets").user == "alice"
+        again = run_playbook("playbooks/webdav.yml", "--limit", "rnode1")
+        assert again.returncode == 0 and recap_changed(again.stdout) == {"rnode1": 0}, again.stdout[-3000:]
+    finally:
+        if "davfs2" not in joined:
+            rnode.check_output("gpasswd -d jupyterhpc davfs2")

@@ -5,7 +5,16 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from clusterhub_hub.kinds import child_kind, child_state, device_requests, wrap_state
+from clusterhub_hub.kinds import (
+    GpusBusy,
+    assign_gpus,
+    child_kind,
+    child_state,
+    device_requests,
+    held_gpus,
+    host_gpu_ids,
+    wrap_state,
+)
 from clusterhub_hub.options import OptionsError, config_errors, docker_gpus, render_form, validate_options
 
 # the inventory filter shares its module name with the hub package: load it from its file
@@ -174,15 +183,116 @@ def test_form_offers_slurm_and_docker_profiles_together():
 
 
 @pytest.mark.parametrize(
-    ("gpus", "requests"),
+    ("ids", "requests"),
     [
-        (0, []),
-        ("all", [{"count": -1, "capabilities": [["gpu"]]}]),
-        (2, [{"count": 2, "capabilities": [["gpu"]]}]),
+        ([], []),
+        (["1"], [{"device_ids": ["1"], "capabilities": [["gpu"]]}]),
+        (["0", "1"], [{"device_ids": ["0", "1"], "capabilities": [["gpu"]]}]),
     ],
 )
-def test_gpu_requests_become_docker_device_requests(gpus, requests):
-    assert device_requests(gpus) == requests
+def test_assigned_gpus_become_device_requests_by_id_never_a_count(ids, requests):
+    assert device_requests(ids) == requests
+
+
+TWO_GPUS = host_gpu_ids(2)
+
+
+def container(*device_requests, status="running"):
+    """A container as `docker inspect` shows it (the fields held_gpus reads)."""
+    return {"State": {"Status": status}, "HostConfig": {"DeviceRequests": list(device_requests) or None}}
+
+
+def by_ids(*ids):
+    return {"Driver": "", "Count": 0, "DeviceIDs": list(ids), "Capabilities": [["gpu"]], "Options": {}}
+
+
+def by_count(count):
+    return {"Driver": "", "Count": count, "DeviceIDs": None, "Capabilities": [["gpu"]], "Options": {}}
+
+
+def start(gpus, running):
+    """What the spawner does at a start: the GPUs held by the hub's containers, read again, then the assignment."""
+    ids = assign_gpus(gpus, TWO_GPUS, held_gpus(running, TWO_GPUS))
+    running.append(container(by_ids(*ids)) if ids else container())
+    return ids
+
+
+def test_two_users_asking_one_gpu_each_get_different_gpus_and_a_third_is_refused():
+    assert TWO_GPUS == ["0", "1"]
+    running = []
+    alice, bob = start(1, running), start(1, running)
+    assert len(alice) == len(bob) == 1 and alice != bob
+    with pytest.raises(GpusBusy) as e:
+        start(1, running)
+    assert str(e.value) == "all GPUs of this workstation are in use, try again later or ask for fewer"
+    assert len(running) == 2  # the refused start made no container
+
+
+def test_released_gpus_are_reused():
+    running = []
+    start(1, running)
+    start(1, running)
+    running.pop(0)  # the first server stopped: its container is removed
+    assert start(1, running) == ["0"]
+    running[0]["State"]["Status"] = "exited"  # the second one ended (not removed yet): it holds nothing
+    assert start(1, running) == ["1"]
+
+
+def test_no_gpu_requests_need_no_free_gpu():
+    running = [container(by_ids("0", "1"))]
+    assert assign_gpus(0, TWO_GPUS, held_gpus(running, TWO_GPUS)) == []
+
+
+def test_all_gpus_take_every_gpu_only_when_every_gpu_is_free():
+    assert assign_gpus("all", TWO_GPUS, set()) == ["0", "1"]
+    with pytest.raises(GpusBusy, match="only 1 of the 2 GPUs of this workstation is free and 2 were asked for"):
+        assign_gpus("all", TWO_GPUS, {"1"})
+    with pytest.raises(GpusBusy, match="try again later or ask for fewer"):
+        assign_gpus(2, TWO_GPUS, {"0"})
+    assert assign_gpus(1, TWO_GPUS, {"0"}) == ["1"]
+
+
+@pytest.mark.parametrize(
+    ("containers", "held"),
+    [
+        ([], set()),
+        ([container(by_ids("1"))], {"1"}),
+        ([container(by_ids("0")), container(by_ids("1"), status="created")], {"0", "1"}),
+        ([container(by_ids("1"), status="paused")], {"1"}),
+        ([container(by_ids("1"), status="exited")], set()),
+        ([container(by_ids("1"), status="dead")], set()),
+        ([container()], set()),  # a container without GPUs
+        ([container(by_count(-1))], {"0", "1"}),  # made before GPUs were assigned: 'all' holds every GPU
+        ([container(by_count(1))], {"0"}),  # ... and a count the first ones
+        ([container({"Driver": "nvidia", "Count": 0, "DeviceIDs": ["1"], "Capabilities": None})], {"1"}),
+        ([container({"Driver": "", "Count": -1, "DeviceIDs": None, "Capabilities": [["tpu"]]})], set()),
+        ([container(by_ids("GPU-1a2b", "7"))], set()),  # not devices of jupyterhub_docker_gpus
+        ([{"State": {"Status": "running"}, "HostConfig": {}}], set()),
+    ],
+    ids=[
+        "none",
+        "ids",
+        "created",
+        "paused",
+        "exited",
+        "dead",
+        "no-gpu",
+        "legacy-all",
+        "legacy-count",
+        "nvidia-driver",
+        "other-device",
+        "foreign-ids",
+        "no-requests",
+    ],
+)
+def test_gpus_held_are_read_from_the_containers_host_config(containers, held):
+    """After a hub restart the assignment is known again from what Docker reports, nothing kept in the hub."""
+    assert held_gpus(containers, TWO_GPUS) == held
+
+
+def test_a_host_without_gpus_has_no_device_ids():
+    assert host_gpu_ids(0) == [] and host_gpu_ids(-1) == []
+    assert assign_gpus(0, [], set()) == []
 
 
 @pytest.mark.parametrize(

@@ -370,3 +370,69 @@ def test_sbatch_starts_the_job_in_the_home_and_creates_the_log_directory(tmp_pat
     assert capture.read_text().split() == [str(home), "--parsable", "--job-name=jupyterhub", f"--chdir={home}"]
     assert (home / ".clusterhub" / "logs").is_dir()
     assert (home / ".clusterhub" / "logs").stat().st_mode & 0o777 == 0o700
+
+
+# --- the login account is not the job account (job_account): nothing the jobs write runs at the login ------
+
+JOB_CONFIG = gate.Config(job_name="jupyterhub", squeue_format="%i|%T|%B|%r", job_account="jupyterhpc")
+
+
+def _main_as(monkeypatch, config, login: str, command: str, *, argv=(), stdin: bytes = b""):
+    """gate.main() as the account `login` (pwd faked), with sudo and Slurm calls captured, not run."""
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append((cmd, kwargs.get("input")))
+        return subprocess.CompletedProcess(cmd, 0, stdout=b"")
+
+    entry = pwd.struct_passwd((login, "*", 999, 999, "", "/var/lib/clusterhub/hpc-gate", "/bin/sh"))
+    monkeypatch.setattr(gate, "load_config", lambda: config)
+    monkeypatch.setattr(gate.pwd, "getpwuid", lambda uid: entry)
+    monkeypatch.setattr(gate.subprocess, "run", fake_run)
+    monkeypatch.setattr(gate, "find_tool", lambda tool, config: f"/usr/bin/{tool}")
+    monkeypatch.setattr(gate.syslog, "syslog", lambda *a: None)
+    monkeypatch.setenv("SSH_ORIGINAL_COMMAND", command)
+    monkeypatch.setattr(gate.sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    return gate.main(list(argv)), calls
+
+
+@pytest.mark.parametrize(
+    ("command", "inner"),
+    [
+        ("sbatch --parsable --job-name=jupyterhub-alice", "sbatch --parsable --job-name=jupyterhub-alice"),
+        ("scancel 42", "scancel 42"),
+        ("joblog  42", "joblog 42"),
+    ],
+)
+def test_the_login_account_runs_the_hubs_jobs_as_the_job_account_through_sudo(monkeypatch, command, inner):
+    stdin = b"#!/bin/sh\n" if command.startswith("sbatch") else b""
+    status, calls = _main_as(monkeypatch, JOB_CONFIG, "clusterhub-gate", command, stdin=stdin)
+    assert status == 0
+    assert calls == [(["/usr/bin/sudo", "-n", "-u", "jupyterhpc", "--", gate.GATE, "--run", inner], stdin or None)]
+
+
+def test_the_login_account_lists_the_job_accounts_jobs_itself(monkeypatch):
+    status, calls = _main_as(monkeypatch, JOB_CONFIG, "clusterhub-gate", "squeue -h --name jupyterhub-alice")
+    assert status == 0
+    assert [cmd for cmd, _ in calls] == [
+        ["/usr/bin/squeue", "--noheader", "--user=jupyterhpc", "--name=jupyterhub-alice", "--format=%i|%T|%B|%r"]
+    ]
+
+
+def test_run_executes_as_the_job_account_with_its_own_name(monkeypatch):
+    status, calls = _main_as(monkeypatch, JOB_CONFIG, "jupyterhpc", "", argv=["--run", "scancel 42"])
+    assert status == 0
+    assert [cmd for cmd, _ in calls] == [["/usr/bin/scancel", "--user=jupyterhpc", "42"]]
+
+
+@pytest.mark.parametrize("account", ["clusterhub-gate", "mallory"])
+def test_run_refuses_any_account_but_the_job_account(monkeypatch, capsys, account):
+    status, calls = _main_as(monkeypatch, JOB_CONFIG, account, "", argv=["--run", "scancel 42"])
+    assert status == gate.EXIT_REFUSED
+    assert calls == []
+    assert "--run: runs only as jupyterhpc" in capsys.readouterr().err
+
+
+def test_the_gate_runs_isolated():
+    # python3 -I: no user site-packages, no PYTHON* variables, no script directory on sys.path
+    assert GATE.read_text().splitlines()[0] == "#!/usr/bin/python3 -I"

@@ -19,11 +19,11 @@ CAPTURED = {
     "remote-cancelled.log": ("it was cancelled (scancel by you or an administrator)", "start it again"),
     "direct-server-error.log": (
         "the server failed (Bad config encountered during initialization: The 'port_retries' trait",
-        "check your Jupyter settings",
+        "check the Jupyter settings of your image or overlay (/etc/jupyter)",
     ),
     "remote-server-error.log": (
         "the server failed (Bad config encountered during initialization: The 'port_retries' trait",
-        "check your Jupyter settings",
+        "check the Jupyter settings of your image or overlay (/etc/jupyter)",
     ),
     "direct-image-missing.log": (
         "your server cannot start: the image /opt/clusterhub/images/python.sif is missing",

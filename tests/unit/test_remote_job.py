@@ -18,9 +18,11 @@ from clusterhub_hub.remote_job import (
     job_name,
     joblog_argv,
     parse_job_id,
+    pick_port,
     squeue_argv,
     submit_argv,
 )
+from clusterhub_hub.slurm_queue import SQUEUE_FORMAT
 
 GATE = Path(__file__).resolve().parents[2] / "roles" / "hpc_account" / "files" / "hpc_gate.py"
 _spec = importlib.util.spec_from_file_location("hpc_gate_for_remote", GATE)
@@ -28,7 +30,7 @@ gate = importlib.util.module_from_spec(_spec)
 sys.modules["hpc_gate_for_remote"] = gate
 _spec.loader.exec_module(gate)
 
-SSH = ["/usr/bin/ssh", "-i", "/var/lib/jupyterhub/.ssh/clusterhub_hpc", "jupyterhpc@login"]
+SSH = ["/usr/bin/ssh", "-i", "/var/lib/jupyterhub/.ssh/clusterhub_hpc", "clusterhub-gate@login"]
 PARTITIONS = [{"name": "jupyter"}, {"name": "hpc", "remote": True}, {"name": "gpu", "remote": False}]
 
 
@@ -55,7 +57,7 @@ def test_every_command_is_one_the_gate_accepts():
     assert gate.parse(squeue_argv(SSH)[-1], config, "jupyterhpc").args == (
         "--noheader",
         "--user=jupyterhpc",
-        "--format=%i|%T|%B|%r",
+        f"--format={SQUEUE_FORMAT}",
     )
     assert gate.parse(cancel_argv(SSH, "42")[-1], config, "jupyterhpc").args == ("--user=jupyterhpc", "42")
     assert gate.parse(joblog_argv(SSH, "42")[-1], config, "jupyterhpc").args == ("42",)
@@ -71,6 +73,34 @@ def test_run_as_user_partitions_run_the_job_as_the_users_own_account():
     assert hpc_user("unknown", OWN, "alice") == ""
     with pytest.raises(ValueError, match="cannot be an HPC account name"):
         hpc_user("hpcown", OWN, "a.b@uni.de")
+
+
+@pytest.mark.parametrize(
+    ("user_map", "hub_user", "account"),
+    [
+        ({}, "alice", "alice"),  # no map: the hub name is the HPC account's
+        ({"alice@uni.de": "asmith"}, "alice@uni.de", "asmith"),  # an OAuth or LDAP name the HPC side lacks
+        ({"alice@uni.de": "asmith"}, "asmith", None),  # the map alone decides: a name not in it is refused
+        ({"alice@uni.de": "asmith"}, "alice", None),
+        ({"mallory": "root"}, "mallory", "bad"),
+        ({"mallory": "bad name"}, "mallory", "bad"),
+    ],
+)
+def test_the_hpc_user_map_decides_who_runs_as_which_account(user_map, hub_user, account):
+    if account == "bad":
+        with pytest.raises(ValueError, match="cannot be an HPC account name"):
+            hpc_user("hpcown", OWN, hub_user, user_map)
+    elif account is None:
+        with pytest.raises(ValueError) as refused:
+            hpc_user("hpcown", OWN, hub_user, user_map)
+        assert str(refused.value) == (
+            f"partition hpcown runs servers as the users' own HPC accounts and none is known for {hub_user}: choose"
+            " another partition, or ask the administrators to map your hub name to your HPC account"
+        )
+    else:
+        assert hpc_user("hpcown", OWN, hub_user, user_map) == account
+    # the shared account's partition ignores the map
+    assert hpc_user("hpc", OWN, hub_user, user_map) == ""
 
 
 def test_the_users_own_commands_are_ones_the_gate_accepts_as_that_user(monkeypatch):
@@ -177,3 +207,16 @@ def test_the_direct_job_is_unchanged_by_remote_mode():
     assert "#SBATCH --export=ALL" in script and "#SBATCH --chdir=/home/alice" in script
     assert "--tunnel" not in script
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+def test_a_tunnel_port_is_one_the_tunnel_account_may_listen_on_and_nobody_holds():
+    ports = range(47000, 47010)
+    listening = {47001, 47002}
+    held = {47000, 47003}  # servers of this hub whose tunnels are not up yet
+    chosen = {pick_port(ports, held, lambda p: p not in listening) for _ in range(200)}
+    assert chosen == set(ports) - listening - held
+
+
+def test_no_tunnel_port_when_every_one_is_taken():
+    assert pick_port([47000, 47001], {47000}, lambda p: False) is None
+    assert pick_port([], set(), lambda p: True) is None

@@ -89,3 +89,15 @@ def test_a_job_newer_than_the_snapshot_is_looked_up_again():
     info = run(queue.job("44", max_age=25, not_before=clock.now - 0.5))  # submitted after the snapshot
     assert info.pending and info.reason == "Priority"
     assert fake.calls == 2
+
+
+def test_parse_squeue_with_owner_partition_and_name():
+    # squeue -h -o '%i|%T|%B|%r|%u|%P|%j' (SQUEUE_FORMAT): the orphaned-job check needs user and name
+    jobs = parse_squeue(
+        "51|RUNNING|node1|None|alice|jupyter|jupyterhub\n52|PENDING|n/a|Priority|bob|hpc|jupyterhub-bob\n"
+    )
+    assert (jobs["51"].user, jobs["51"].partition, jobs["51"].name) == ("alice", "jupyter", "jupyterhub")
+    assert jobs["52"].pending and jobs["52"].node == "" and jobs["52"].name == "jupyterhub-bob"
+    # an hpc-gate still on the old format: the jobs, without owner (the check leaves them alone)
+    assert parse_squeue("53|RUNNING|node2|None\n")["53"].name == ""
+    assert parse_squeue("54|RUNNING|node2|None|alice\n") == {}

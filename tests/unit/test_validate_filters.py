@@ -6,6 +6,8 @@ from clusterhub_validate import (
     clusterhub_not_found,
     clusterhub_port_clashes,
     clusterhub_port_ok,
+    clusterhub_port_ranges,
+    clusterhub_port_spans,
     clusterhub_url_ok,
     clusterhub_url_port,
 )
@@ -105,3 +107,28 @@ def test_not_found_lists_what_is_not_a_file_or_directory():
     ]
     assert clusterhub_not_found(results) == ["key (/k)", "dir (/d)"]
     assert clusterhub_not_found(results, "directory") == ["cert (/c)", "key (/k)"]
+
+
+@pytest.mark.parametrize(
+    ("items", "spans"),
+    [
+        (["47000-47999"], [[47000, 47999]]),
+        ([20000, "20001", "20003-20004"], [[20000, 20001], [20003, 20004]]),
+        (["30000-30010", "30005-30020", 30021], [[30000, 30021]]),  # overlapping and adjacent ones merge
+        ([], []),
+        (["*"], None),  # any port: a job could listen on the hub's own ports while they are free
+        (["2000-1999"], None),
+        ([80], None),  # below 1024
+        (["60000-70000"], None),
+        ([True], None),
+        ("47000-47999", None),  # a string, not a list
+        (["47000 - 47999"], None),
+    ],
+)
+def test_port_spans(items, spans):
+    assert clusterhub_port_spans(items) == spans
+
+
+def test_port_ranges_expand_the_spans():
+    assert clusterhub_port_ranges([20003, "20000-20001"]) == [20000, 20001, 20003]
+    assert clusterhub_port_ranges(["*"]) == []

@@ -73,17 +73,34 @@ def deb_dir(path: Path, version: str, packages: list[str]) -> str:
     return str(path)
 
 
+# the role's default partitions are the hub's own: its sudo rule needs the users' group
+HUB = {"jupyterhub_slurm_users_group": "users"}
+# remote partitions only, one of them run as the users' own HPC accounts
+OWN_ACCOUNTS = {
+    "jupyterhub_tls_self_signed": True,
+    "jupyterhub_remote_login": "login",
+    "jupyterhub_partitions": [
+        {"name": "hpcown", "max_cpus": 2, "max_memory_gb": 4, "max_hours": 12, "remote": True, "run_as": "user"}
+    ],
+    "jupyterhub_profiles": [{"slug": "own", "partition": "hpcown", "cpus": 1, "memory_gb": 1, "hours": 1}],
+    "jupyterhub_images": [],
+}
+DAV = {"webdav_client_url": "https://storage/dav"}
 CASES = {
     "jupyterhub TLS certificate": (
         "jupyterhub",
-        lambda tmp: {"jupyterhub_tls_cert": str(ROOT / "README.md"), "jupyterhub_tls_key": str(ROOT / "README.md")},
-        lambda tmp: {"jupyterhub_tls_cert": str(tmp / "hub.crt"), "jupyterhub_tls_key": str(ROOT / "README.md")},
+        lambda tmp: {
+            **HUB,
+            "jupyterhub_tls_cert": str(ROOT / "README.md"),
+            "jupyterhub_tls_key": str(ROOT / "README.md"),
+        },
+        lambda tmp: {**HUB, "jupyterhub_tls_cert": str(tmp / "hub.crt"), "jupyterhub_tls_key": str(ROOT / "README.md")},
         "jupyterhub_tls_cert",
     ),
     "jupyterhub TLS key": (
         "jupyterhub",
-        lambda tmp: {"jupyterhub_tls_self_signed": True, "jupyterhub_tls_cert": str(tmp / "made-later.crt")},
-        lambda tmp: {"jupyterhub_tls_cert": str(ROOT / "README.md"), "jupyterhub_tls_key": str(ROOT / "roles")},
+        lambda tmp: {**HUB, "jupyterhub_tls_self_signed": True, "jupyterhub_tls_cert": str(tmp / "made-later.crt")},
+        lambda tmp: {**HUB, "jupyterhub_tls_cert": str(ROOT / "README.md"), "jupyterhub_tls_key": str(ROOT / "roles")},
         "jupyterhub_tls_key",
     ),
     "webdav_server TLS files": (
@@ -120,6 +137,23 @@ CASES = {
             "nvidia_container_toolkit_local_packages_dir": deb_dir(tmp / "some-debs", "1.17.8-1", CTK_PACKAGES[:2]),
         },
         "nvidia_container_toolkit_local_packages_dir",
+    ),
+    # security: a run_as user partition where anyone the authenticator accepts may log in
+    "jupyterhub run_as user with an open login": (
+        "jupyterhub",
+        lambda tmp: {**OWN_ACCOUNTS, "jupyterhub_hpc_user_map": {"alice@uni.de": "asmith"}},
+        lambda tmp: OWN_ACCOUNTS,
+        "jupyterhub_allowed_groups",
+    ),
+    # security: a shared account holding users' WebDAV passwords (every job of the account could read them)
+    "webdav_client shared account": (
+        "webdav_client",
+        lambda tmp: {**DAV, "webdav_client_credentials": [{"user": "alice", "password": "pw-a"}]},
+        lambda tmp: {
+            **DAV,
+            "webdav_client_credentials": [{"user": "alice", "account": "jupyterhpc", "password": "pw-a"}],
+        },
+        "webdav_client_credentials",
     ),
     "notebook_env requirements file": (
         "notebook_env",

@@ -126,7 +126,7 @@ def check(role: str, bad: str | None, **overrides: Any) -> None:
 
 
 # --- jupyterhub ---------------------------------------------------------------------------------------------
-HUB = {"jupyterhub_tls_cert": A_FILE, "jupyterhub_tls_key": A_FILE}
+HUB = {"jupyterhub_tls_cert": A_FILE, "jupyterhub_tls_key": A_FILE, "jupyterhub_slurm_users_group": "users"}
 
 
 @pytest.mark.parametrize(
@@ -134,15 +134,25 @@ HUB = {"jupyterhub_tls_cert": A_FILE, "jupyterhub_tls_key": A_FILE}
     [
         ({}, "jupyterhub_tls_cert"),  # the defaults name a site certificate this host lacks
         (HUB, None),
-        ({"jupyterhub_tls_self_signed": True}, None),
+        ({**HUB, "jupyterhub_tls_self_signed": True}, None),
         ({**HUB, "jupyterhub_tls_cert": MISSING}, "jupyterhub_tls_cert"),
         ({**HUB, "jupyterhub_tls_key": MISSING}, "jupyterhub_tls_key"),
         ({**HUB, "jupyterhub_tls_cert": A_DIR}, "jupyterhub_tls_cert"),
-        ({"jupyterhub_tls_self_signed": True, "jupyterhub_tls_cert": MISSING}, None),  # the role makes it
+        ({**HUB, "jupyterhub_tls_self_signed": True, "jupyterhub_tls_cert": MISSING}, None),  # the role makes it
         ({"jupyterhub_tls_self_signed": True, "jupyterhub_tls_names": []}, "jupyterhub_tls_names"),
         ({"jupyterhub_tls_self_signed": True, "jupyterhub_tls_names": ["hub", "bad name"]}, "jupyterhub_tls_names"),
         ({**HUB, "jupyterhub_tls_names": ["bad name"]}, None),  # no self-signed certificate: names unused
         ({**HUB, "jupyterhub_hub_bind_url": "http://127.0.0.1:8081"}, None),
+        ({**HUB, "jupyterhub_subdomain_host": "https://hub.example.org"}, None),
+        ({**HUB, "jupyterhub_subdomain_host": "https://lab.localhost:8443"}, None),
+        ({**HUB, "jupyterhub_subdomain_host": "hub.example.org"}, "jupyterhub_subdomain_host"),  # no scheme
+        ({**HUB, "jupyterhub_subdomain_host": "http://hub.example.org"}, "jupyterhub_subdomain_host"),
+        ({**HUB, "jupyterhub_subdomain_host": "https://localhost:8443"}, "jupyterhub_subdomain_host"),  # one label
+        ({**HUB, "jupyterhub_subdomain_host": "https://hub.example.org/"}, "jupyterhub_subdomain_host"),  # a path
+        ({**HUB, "jupyterhub_subdomain_host": "https://hub.example.org:70000"}, "jupyterhub_subdomain_host"),
+        ({**HUB, "jupyterhub_subdomain_host": "https://10.0.0.1:8443"}, "jupyterhub_subdomain_host"),
+        ({**HUB, "jupyterhub_subdomain_host": "https://Hub.Example.org"}, "jupyterhub_subdomain_host"),
+        ({**HUB, "jupyterhub_subdomain_host": "https://hub_1.example.org"}, "jupyterhub_subdomain_host"),
         ({**HUB, "jupyterhub_hub_bind_url": "http://0.0.0.0"}, "jupyterhub_hub_bind_url"),  # no port
         ({**HUB, "jupyterhub_hub_bind_url": "0.0.0.0:8081"}, "jupyterhub_hub_bind_url"),
         ({**HUB, "jupyterhub_hub_bind_url": "http://0.0.0.0:70000"}, "jupyterhub_hub_bind_url"),
@@ -156,6 +166,21 @@ HUB = {"jupyterhub_tls_cert": A_FILE, "jupyterhub_tls_key": A_FILE}
         ({**HUB, "jupyterhub_db_url": "postgresql+psycopg2://hub@db/jupyterhub"}, None),
         ({**HUB, "jupyterhub_db_url": "/var/lib/jupyterhub/jupyterhub.sqlite"}, "jupyterhub_db_url"),
         ({**HUB, "jupyterhub_proxy_api_port": 0}, "jupyterhub_proxy_api_port"),
+        # the hub's sudo rule: one users' group where it submits to Slurm itself, never system accounts
+        ({**HUB, "jupyterhub_slurm_users_group": ""}, "jupyterhub_slurm_users_group"),
+        ({**HUB, "jupyterhub_slurm_users_group": "%users"}, "jupyterhub_slurm_users_group"),
+        ({**HUB, "jupyterhub_slurm_users_min_uid": 100}, "jupyterhub_slurm_users_min_uid"),
+        (
+            {
+                **HUB,
+                "jupyterhub_slurm_users_group": "",
+                "jupyterhub_partitions": [
+                    {"name": "hpc", "max_cpus": 1, "max_memory_gb": 1, "max_hours": 1, "remote": True}
+                ],
+                "jupyterhub_profiles": [],
+            },
+            None,
+        ),
         ({**HUB, "jupyterhub_proxy_api_port": 443}, "jupyterhub_proxy_api_port"),
         ({**HUB, "jupyterhub_http_redirect_port": 8081}, "jupyterhub_http_redirect_port"),
         ({**HUB, "jupyterhub_http_redirect_port": 0, "jupyterhub_proxy_api_port": 80}, None),
@@ -167,6 +192,10 @@ HUB = {"jupyterhub_tls_cert": A_FILE, "jupyterhub_tls_key": A_FILE}
         ({**HUB, "jupyterhub_docker_shared_dir": "shared"}, "jupyterhub_docker_shared_dir"),
         ({**HUB, "jupyterhub_docker_shared_mount": "/"}, "jupyterhub_docker_shared_mount"),
         ({**HUB, "jupyterhub_docker_shared_mount": "/a:b"}, "jupyterhub_docker_shared_mount"),
+        ({**HUB, "jupyterhub_docker_pids_limit": 4096}, None),
+        ({**HUB, "jupyterhub_docker_pids_limit": 0}, "jupyterhub_docker_pids_limit"),
+        ({**HUB, "jupyterhub_docker_pids_limit": -1}, "jupyterhub_docker_pids_limit"),
+        ({**HUB, "jupyterhub_docker_pids_limit": "lots"}, "jupyterhub_docker_pids_limit"),
         ({**HUB, "jupyterhub_requirements_file": MISSING}, "jupyterhub_requirements_file"),
         ({**HUB, "jupyterhub_batch_script_src": MISSING}, "jupyterhub_batch_script_src"),
         ({**HUB, "jupyterhub_batch_script_src": A_DIR}, "jupyterhub_batch_script_src"),
@@ -185,6 +214,54 @@ def test_jupyterhub_does_not_require_the_keys_the_hpc_account_role_writes_later(
     check("jupyterhub", "jupyterhub_remote_key", jupyterhub_remote_key="relative/key", **vars_)
 
 
+# remote partitions only: the direct-Slurm rules (the hub's sudo group) stay out of these tables
+OWN_REMOTE = {
+    **HUB,
+    "jupyterhub_partitions": [
+        {"name": "hpc", "max_cpus": 4, "max_memory_gb": 8, "max_hours": 12, "remote": True},
+        {"name": "hpcown", "max_cpus": 4, "max_memory_gb": 8, "max_hours": 12, "remote": True, "run_as": "user"},
+    ],
+    "jupyterhub_profiles": [{"slug": "s", "partition": "hpc", "cpus": 1, "memory_gb": 1, "hours": 1}],
+    "jupyterhub_images": [],
+}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "bad"),
+    [
+        # anyone the authenticator accepts could run jobs as the HPC account of the same name
+        ({}, "jupyterhub_allowed_groups"),
+        (
+            {"jupyterhub_authenticator": "oauth", "jupyterhub_authenticator_config": {"client_id": "x"}},
+            "jupyterhub_partitions",
+        ),
+        ({"jupyterhub_authenticator_config": {"allowed_users": []}}, "jupyterhub_allowed_groups"),
+        ({"jupyterhub_authenticator_config": {"allow_all": True}}, "jupyterhub_allowed_groups"),
+        # each of the restrictions is enough
+        ({"jupyterhub_allowed_groups": ["hpc-users"]}, None),
+        ({"jupyterhub_authenticator_config": {"allowed_users": ["alice", "bob"]}}, None),
+        ({"jupyterhub_authenticator": "ldap", "jupyterhub_authenticator_config": {"allowed_groups": ["cn=hpc"]}}, None),
+        ({"jupyterhub_authenticator_config": {"allow_all": False}}, None),
+        ({"jupyterhub_hpc_user_map": {"alice@uni.de": "asmith"}}, None),
+        # the map's accounts are account names, never root
+        ({"jupyterhub_hpc_user_map": {"mallory": "root"}}, "jupyterhub_hpc_user_map"),
+        ({"jupyterhub_hpc_user_map": {"alice": "A Smith"}}, "jupyterhub_hpc_user_map"),
+        ({"jupyterhub_hpc_user_map": {"": "asmith"}}, "jupyterhub_hpc_user_map"),
+    ],
+)
+def test_jupyterhub_run_as_user_needs_a_restricted_login_or_a_name_map(overrides, bad):
+    check("jupyterhub", bad, **{**OWN_REMOTE, **overrides})
+    if bad in ("jupyterhub_allowed_groups", "jupyterhub_partitions"):
+        (message,) = fail_messages("jupyterhub", **{**OWN_REMOTE, **overrides})
+        assert "jupyterhub_partitions hpcown run jobs as the hub users' own HPC accounts" in message
+        assert "jupyterhub_allowed_groups" in message and "jupyterhub_hpc_user_map" in message
+
+
+def test_jupyterhub_without_run_as_user_partitions_needs_no_restriction():
+    partitions = [p for p in OWN_REMOTE["jupyterhub_partitions"] if "run_as" not in p]
+    check("jupyterhub", None, **{**OWN_REMOTE, "jupyterhub_partitions": partitions})
+
+
 # --- tunnel_user ---------------------------------------------------------------------------------------------
 TUNNEL = {"tunnel_user_from": ["10.0.0.0/8"]}
 
@@ -194,9 +271,28 @@ TUNNEL = {"tunnel_user_from": ["10.0.0.0/8"]}
     [
         (TUNNEL, None),
         ({**TUNNEL, "tunnel_user_listen_ports": [20000, 20001]}, None),
+        ({**TUNNEL, "tunnel_user_listen_ports": ["20000-20998", 20999]}, None),
+        (
+            {**TUNNEL, "tunnel_user_listen_ports": ["*"]},
+            "tunnel_user_listen_ports",
+        ),  # a job could take 8081 in a restart
+        ({**TUNNEL, "tunnel_user_listen_ports": ["20000-21000"]}, "tunnel_user_listen_ports"),  # 1001 ports
+        ({**TUNNEL, "tunnel_user_listen_ports": ["8000-8100"]}, "tunnel_user_listen_ports"),  # the hub API, proxy API
+        ({**TUNNEL, "tunnel_user_listen_ports": []}, "tunnel_user_listen_ports"),
         ({**TUNNEL, "tunnel_user_listen_ports": [8081]}, "tunnel_user_listen_ports"),  # the hub API (bind URL)
         ({**TUNNEL, "tunnel_user_listen_ports": ["8001"]}, "tunnel_user_listen_ports"),  # the proxy API
-        ({**TUNNEL, "tunnel_user_listen_ports": [20000, 8083]}, "tunnel_user_listen_ports"),  # tunnel_user_api_port
+        (
+            {
+                **TUNNEL,
+                "jupyterhub_hub_bind_url": "http://0.0.0.0:8083",
+                "tunnel_user_api_port": 8083,
+                "tunnel_user_listen_ports": [20000, 8083],
+            },
+            "tunnel_user_listen_ports",
+        ),  # tunnel_user_api_port
+        ({**TUNNEL, "tunnel_user_api_port": 8083}, "tunnel_user_api_port"),  # the hub serves its API on 8081
+        ({**TUNNEL, "jupyterhub_hub_bind_url": "http://10.0.0.5:8081"}, "tunnel_user_api_port"),  # not loopback
+        ({**TUNNEL, "jupyterhub_hub_bind_url": "http://127.0.0.1:8081"}, None),
         ({**TUNNEL, "jupyterhub_https_port": 8443, "tunnel_user_listen_ports": [8443]}, "tunnel_user_listen_ports"),
         (
             {**TUNNEL, "jupyterhub_http_redirect_port": 8080, "tunnel_user_listen_ports": [8080]},
@@ -207,13 +303,29 @@ TUNNEL = {"tunnel_user_from": ["10.0.0.0/8"]}
             {**TUNNEL, "jupyterhub_hub_bind_url": "http://0.0.0.0:9000", "tunnel_user_listen_ports": [9000]},
             "tunnel_user_listen_ports",
         ),
-        ({**TUNNEL, "jupyterhub_hub_bind_url": "http://0.0.0.0:9000", "tunnel_user_listen_ports": [8081]}, None),
+        (
+            {
+                **TUNNEL,
+                "jupyterhub_hub_bind_url": "http://0.0.0.0:9000",
+                "tunnel_user_api_port": 9000,
+                "tunnel_user_listen_ports": [8081],
+            },
+            None,
+        ),
         ({**TUNNEL, "tunnel_user_api_port": 8081}, None),
         ({**TUNNEL, "tunnel_user_api_port": 443}, "tunnel_user_api_port"),  # the hub's HTTPS port
         ({**TUNNEL, "tunnel_user_api_port": 80}, "tunnel_user_api_port"),
         ({**TUNNEL, "tunnel_user_api_port": 8001}, "tunnel_user_api_port"),  # the proxy's API
         ({**TUNNEL, "jupyterhub_https_port": 8443, "tunnel_user_api_port": 8443}, "tunnel_user_api_port"),
-        ({**TUNNEL, "jupyterhub_proxy_api_port": 9001, "tunnel_user_api_port": 8001}, None),
+        (
+            {
+                **TUNNEL,
+                "jupyterhub_proxy_api_port": 9001,
+                "jupyterhub_hub_bind_url": "http://0.0.0.0:8001",
+                "tunnel_user_api_port": 8001,
+            },
+            None,
+        ),
         ({**TUNNEL, "tunnel_user_listen_ports": [80]}, "tunnel_user_listen_ports"),  # below 1024 (existing rule)
     ],
 )

@@ -6,6 +6,7 @@ vars, so the table below tests the rules the roles really run.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +129,10 @@ CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
                     {"user": "b", "account": "jupyterhpc", "password": "z"},
                 ],
             },
-            True,
+            False,  # a shared account: every job of it could read both passwords (refused, see below)
         ),
+        ({**CLIENT_OK, "webdav_client_credentials": [{"user": "a", "account": "hpc", "password": "x"}]}, False),
+        ({**CLIENT_OK, "webdav_client_credentials": [{"user": "a", "account": "a", "password": "x"}]}, True),
         (
             {
                 **CLIENT_OK,
@@ -196,23 +199,61 @@ def test_davfs2_secrets_line_quotes_the_password():
     assert config_lines(text) == ['"/home/alice/WebDAV-Share" alice "pa\\"ss\\\\word with space"']
 
 
-def test_a_shared_account_gets_one_line_per_user_and_nothing_of_the_users_own():
+def test_webdav_for_a_shared_account_is_refused_with_what_to_do():
+    """Every job of a shared account (remote HPC mode's) could read the passwords in its ~/.davfs2/secrets and
+    enter the spaces it mounts: the validation refuses it, and says how to get rid of what an earlier run left."""
     credentials = [
         {"user": "alice", "password": "own-a"},
         {"user": "alice", "account": "jupyterhpc", "password": "pw-a"},
         {"user": "bob", "account": "jupyterhpc", "password": "pw-b"},
     ]
-    text = render(
-        "webdav_client",
-        "home/davfs2-secrets.j2",
-        item="jupyterhpc",
-        __webdav_client_home="/home/jupyterhpc",
-        webdav_client_credentials=credentials,
+    overrides = {**CLIENT_OK, "hostvars": {"storage": {}}, "webdav_client_credentials": credentials}
+    assert not assertions_hold("webdav_client", **overrides)
+    task = next(
+        t
+        for t in yaml.safe_load((ROOT / "roles/webdav_client/tasks/validate.yml").read_text())
+        if t["name"] == "Refuse WebDAV spaces for shared accounts"
     )
-    assert config_lines(text) == [
-        '"/home/jupyterhpc/WebDAV-Share/alice" alice "pw-a"',
-        '"/home/jupyterhpc/WebDAV-Share/bob" bob "pw-b"',
+    engine = templar("webdav_client", **overrides, **trusted(task["vars"]))
+    message = " ".join(engine.template(trust_as_template(task["ansible.builtin.assert"]["fail_msg"])).split())
+    assert message.startswith(
+        "webdav_client_credentials gives WebDAV spaces to accounts other than their users' own (alice (account"
+        " jupyterhpc), bob (account jupyterhpc))"
+    )
+    assert "shared-account mode is refused" in message and "re-run playbooks/webdav.yml" in message
+
+
+def test_spaces_an_earlier_run_declared_and_the_credentials_no_longer_give_are_retired():
+    """tasks/retired.yml: a shared account's entries of /etc/fstab (from before the refusal) are retired, the users'
+    own are kept, another server's are left alone; the homes searched for old secrets files exclude the users'."""
+    fstab = {
+        "filesystems": [
+            {"source": "https://storage/dav/alice/", "target": "/home/alice/WebDAV-Share"},
+            {"source": "https://storage/dav/alice/", "target": "/home/jupyterhpc/WebDAV-Share/alice"},
+            {"source": "https://storage/dav/bob/", "target": "/home/jupyterhpc/WebDAV-Share/bob"},
+            {"source": "https://storage/dav/carol/", "target": "/home/carol/WebDAV-Share"},  # carol's no longer
+            {"source": "https://elsewhere/dav/dave/", "target": "/home/dave/dav"},
+        ]
+    }
+    passwd = {"alice": ["x", "2001", "2001", "", "/home/alice", "/bin/bash"]}
+    engine = templar(
+        "webdav_client",
+        **CLIENT_OK,
+        webdav_client_credentials=[{"user": "alice", "password": "own-a"}],
+        webdav_client_accounts={"results": [{"ansible_facts": {"getent_passwd": passwd}}]},
+        webdav_client_fstab={"rc": 0, "stdout": json.dumps(fstab)},
+    )
+    retired = engine.template(trust_as_template("{{ __webdav_client_retired | map(attribute='target') | list }}"))
+    assert retired == [
+        "/home/jupyterhpc/WebDAV-Share/alice",
+        "/home/jupyterhpc/WebDAV-Share/bob",
+        "/home/carol/WebDAV-Share",
     ]
+    homes = engine.template(trust_as_template("{{ __webdav_client_retired_homes }}"))
+    assert homes == ["/home/jupyterhpc", "/home/carol"]
+    # nothing in /etc/fstab (findmnt exits 1, prints nothing): nothing to retire
+    engine = templar("webdav_client", **CLIENT_OK, webdav_client_fstab={"rc": 1, "stdout": ""})
+    assert engine.template(trust_as_template("{{ __webdav_client_retired }}")) == []
 
 
 def test_site_opens_each_space_to_its_own_user_only():

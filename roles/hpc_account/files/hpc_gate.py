@@ -1,7 +1,12 @@
-#!/usr/bin/python3
-"""hpc-gate: the forced command of the HPC account the hub submits its jobs as.
+#!/usr/bin/python3 -I
+"""hpc-gate: the forced command of the account the hub logs in as on the HPC login nodes.
 
 sshd runs it for every login with the hub's key; SSH_ORIGINAL_COMMAND holds what the hub asked for.
+The login account (`clusterhub-gate`) is not the account the jobs run as (`job_account`): it owns
+nothing a job can write (a root-owned home, no dotfiles), its shell reads no startup file and the gate
+runs isolated (`python3 -I`: no user site-packages, no PYTHON* variables). Every command but squeue
+runs as the job account (or, with `as USER`, as USER) through `sudo -u ACCOUNT hpc-gate --run '...'`,
+which checks it again there.
 Exactly three commands pass, each rebuilt from a whitelist (never handed to a shell):
 
     sbatch --parsable [--job-name=NAME]       the job script on stdin (must start with #!)
@@ -59,11 +64,12 @@ MAX_LOG_BYTES = 16 * 1024
 @dataclass(frozen=True)
 class Config:
     job_name: str = "jupyterhub"
-    squeue_format: str = "%i|%T|%B|%r"
+    squeue_format: str = "%i|%T|%B|%r|%u|%P|%j"
     slurm_bin_dir: str = ""
     job_log_dir: str = ".clusterhub/logs"  # the jobs' --output directory, relative to the account's home
     users_group: str = ""  # `as USER` is allowed for this group's members (empty: never)
     users_min_uid: int = 1000  # and only for uids from this one up (never root or system accounts)
+    job_account: str = ""  # the account the hub's own jobs run as (sudo); empty: the calling account
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ class Request:
     args: tuple[str, ...]  # the arguments the gate passes (never the hub's own words, except a checked job id)
     stdin: bool = False  # the job script is read from stdin
     as_user: str = ""  # run as this user (sudo to `hpc-gate --run`), not as the gate's account
-    inner: str = ""  # the command the gate runs as that user (checked again there)
+    inner: str = ""  # the command, as the gate runs it as that user or the job account (checked again there)
     name_filter: bool = False  # squeue: keep only lines of jobs in the hub's namespace (all accounts)
 
 
@@ -89,6 +95,7 @@ def load_config(path: str = CONFIG_FILE) -> Config:
         job_log_dir=section.get("job_log_dir", defaults.job_log_dir).strip(),
         users_group=section.get("users_group", defaults.users_group).strip(),
         users_min_uid=int(section.get("users_min_uid", str(defaults.users_min_uid)).strip() or defaults.users_min_uid),
+        job_account=section.get("job_account", defaults.job_account).strip(),
     )
 
 
@@ -156,6 +163,13 @@ def parse(command: str | None, config: Config, user: str, allow_as: bool = True)
         words = shlex.split(command, comments=False, posix=True)
     except ValueError as e:
         raise Refused(f"cannot parse the command ({e})") from None
+    request = _parse_words(words, config, user, allow_as)
+    if request.as_user:
+        return request
+    return Request(request.tool, request.args, request.stdin, inner=shlex.join(words), name_filter=request.name_filter)
+
+
+def _parse_words(words: list[str], config: Config, user: str, allow_as: bool) -> Request:
     tool, rest = words[0], words[1:]
     if tool == "as" and allow_as:
         if len(rest) < 2:
@@ -263,10 +277,24 @@ def _run(argv: list[str], request: Request, script: bytes | None, **kwargs) -> i
     return subprocess.run(argv, input=script, stdin=stdin, check=False, **kwargs).returncode
 
 
-def run_as(request: Request, script: bytes | None) -> int:
-    """Hand the checked command to `hpc-gate --run` as request.as_user (sudoers allows exactly that)."""
-    syslog.syslog(syslog.LOG_INFO, f"running {request.inner!r} as {request.as_user}")
-    return _run([SUDO, "-n", "-u", request.as_user, "--", GATE, "--run", request.inner], request, script)
+def run_as(request: Request, script: bytes | None, account: str = "") -> int:
+    """Hand the checked command to `hpc-gate --run` as request.as_user, or as `account` (the job account),
+    through sudo, which allows the gate's login account exactly that."""
+    account = request.as_user or account
+    syslog.syslog(syslog.LOG_INFO, f"running {request.inner!r} as {account}")
+    return _run([SUDO, "-n", "-u", account, "--", GATE, "--run", request.inner], request, script)
+
+
+def check_runner(name: str, config: Config) -> None:
+    """`--run` executes only as the job account or a users_group member (sudo's targets), never as the
+    gate's login account itself or another account."""
+    if config.job_account and name == config.job_account:
+        return
+    if config.users_group:
+        check_user(name, config)
+        return
+    if config.job_account:
+        raise Refused(f"--run: runs only as {config.job_account}")
 
 
 def execute(request: Request, config: Config, script: bytes | None, home: str) -> int:
@@ -303,7 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         if argv and inner is None:
             raise Refused("the only option is --run COMMAND")
         config = load_config()
-        request = parse(command, config, entry.pw_name, allow_as=inner is None)
+        if inner is not None:
+            check_runner(entry.pw_name, config)
+        # at the login: the hub's own jobs are the job account's (squeue and scancel name it)
+        account = config.job_account if inner is None and config.job_account else entry.pw_name
+        request = parse(command, config, account, allow_as=inner is None)
         script = read_script(sys.stdin.buffer) if request.stdin else None
     except Refused as e:
         syslog.syslog(syslog.LOG_WARNING, f"refused {command!r}: {e}")
@@ -311,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_REFUSED
     if request.as_user:
         return run_as(request, script)
+    if account != entry.pw_name and request.tool != "squeue":
+        # squeue only reads (--user=ACCOUNT, or the hub's names): the gate's own account may run it
+        return run_as(request, script, account)
     return execute(request, config, script, entry.pw_dir)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Per-user persistent ext3 overlays for notebook containers: create once, check, grow safely.
 
-    clusterhub-overlay ensure PATH --size-mib N [--owner UID:GID] [--home NAME]
+    clusterhub-overlay ensure PATH --size-mib N [--owner UID:GID] [--home NAME] [--lock-fd FD] [--wait S]
     clusterhub-overlay check PATH
     clusterhub-overlay grow PATH --size-mib N
 
@@ -12,6 +12,13 @@ into place (never over an existing file). An existing overlay is never
 reformatted or resized by `ensure`, whatever size is asked for; `grow` is the explicit way: it works on
 a copy (fsck, resize2fs, fsck again) and renames the copy over the original only when all succeeded.
 A damaged overlay makes `ensure` and `check` fail with exit code 3 and a message; the file is kept.
+
+Every command takes the overlay's lock (an flock on PATH.lock) without waiting. clusterhub-startjob opens
+PATH.lock and passes the descriptor (`ensure --lock-fd FD`): the lock `ensure` takes on it stays held for the
+server's whole life, by the wrapper and the apptainer it starts (whose FUSE helpers may outlive the job by a
+moment). So while a server runs, `grow` and `check` fail at once with exit code 4, naming the job that holds
+the overlay, and never read or replace the file the server has mounted; a second server's `ensure` waits
+--wait seconds for a server that is ending, then fails the same way.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ import argparse
 import contextlib
 import fcntl
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import time
 
 EXIT_DAMAGED = 3
 EXIT_BUSY = 4
@@ -60,19 +69,105 @@ def check_size(size_mib: int) -> int:
     return size_mib
 
 
-@contextlib.contextmanager
-def locked(path: str):
-    """An exclusive lock next to the overlay, so two spawns or a grow never touch it at once."""
-    # read-only is enough for flock, so a lock file root once created still works for the owner
-    fd = os.open(path + ".lock", os.O_RDONLY | os.O_CREAT, 0o644)
+def _parent(proc: str, pid: int) -> int:
     try:
+        with open(os.path.join(proc, str(pid), "stat"), encoding="utf-8", errors="replace") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _ancestors(proc: str, pid: int) -> list[int]:
+    """pid and the processes it descends from, nearest first."""
+    chain: list[int] = []
+    while pid > 0 and pid not in chain:
+        chain.append(pid)
+        pid = _parent(proc, pid)
+    return chain
+
+
+def _job_of(proc: str, pid: str) -> str:
+    """`job N` for a process of a Slurm job (its or its nearest ancestor's environment or cgroup: the container's
+    processes may have neither of their own), else `process PID`."""
+    for each in _ancestors(proc, int(pid)):
+        with contextlib.suppress(OSError), open(os.path.join(proc, str(each), "environ"), "rb") as f:
+            for item in f.read().split(b"\0"):
+                if item.startswith(b"SLURM_JOB_ID=") and item[13:].isdigit():
+                    return f"job {item[13:].decode()}"
+        cgroup = os.path.join(proc, str(each), "cgroup")
+        with contextlib.suppress(OSError), open(cgroup, encoding="utf-8", errors="replace") as f:
+            found = re.search(r"/job_(\d+)(/|$)", f.read(), re.M)
+            if found:
+                return f"job {found.group(1)}"
+    return f"process {pid}"
+
+
+def holders(lock: str, proc: str = "/proc", me: int | None = None) -> list[str]:
+    """Who holds `lock` open (`job N`, else `process PID`), among the processes the caller may inspect (its
+    own; root: all) on this node, leaving out the caller and its ancestors."""
+    try:
+        target = os.stat(lock)
+    except OSError:
+        return []
+    mine = set(_ancestors(proc, os.getpid() if me is None else me))
+    found: set[str] = set()
+    for pid in os.listdir(proc):
+        if not pid.isdigit() or int(pid) in mine:
+            continue
+        fd_dir = os.path.join(proc, pid, "fd")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OverlayError(f"{path} is in use (a running server or another overlay operation)", EXIT_BUSY) from None
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                found.add(_job_of(proc, pid))
+                break
+    return sorted(found)
+
+
+def busy_message(path: str, then: str, who: list[str]) -> str:
+    """The sentence of a refusal: what holds the overlay (when this node can tell), and what to do."""
+    held = f" ({', '.join(who)})" if who else " (or another clusterhub-overlay run)"
+    first = "stop that server first" if then == "start this one" else "stop the server first"
+    return f"{path} is in use by a running server{held}; {first}, then {then}"
+
+
+@contextlib.contextmanager
+def locked(path: str, then: str, lock_fd: int | None = None, wait: float = 0):
+    """The overlay's exclusive lock (PATH.lock), taken without waiting (or within `wait` seconds): two spawns, a
+    grow or a check never touch it at once. With lock_fd (a descriptor the caller opened on PATH.lock and keeps),
+    the lock is taken on it and outlives this process: clusterhub-startjob holds it for the server's life."""
+    lock = path + ".lock"
+    if lock_fd is None:
+        # read-only is enough for flock, so a lock file root once created still works for the owner
+        fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644)
+    else:
+        fd = lock_fd
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except OSError:
+            same = False
+        if not same:
+            raise OverlayError(f"--lock-fd {lock_fd} is not open on {lock}")
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise OverlayError(busy_message(path, then, holders(lock)), EXIT_BUSY) from None
+                time.sleep(0.5)
         yield
     finally:
-        os.close(fd)
+        if lock_fd is None:
+            os.close(fd)
 
 
 def fsck(path: str, repair: bool = False) -> subprocess.CompletedProcess:
@@ -136,11 +231,20 @@ def create(path: str, size: int, owner: tuple[int, int], home: str | None = None
             os.unlink(temp)
 
 
-def ensure(path: str, size: int, owner: tuple[int, int], home: str | None = None) -> str:
-    """Create the overlay if it is missing; otherwise check it. Returns what was done."""
+def ensure(
+    path: str,
+    size: int,
+    owner: tuple[int, int],
+    home: str | None = None,
+    *,
+    lock_fd: int | None = None,
+    wait: float = 0,
+) -> str:
+    """Create the overlay if it is missing; otherwise check it. Returns what was done. With lock_fd the lock
+    stays held after this returns, for as long as the caller keeps the descriptor open."""
     check_size(size)
     check_home(home)
-    with locked(path):
+    with locked(path, "start this one", lock_fd, wait):
         if os.path.exists(path):
             check(path)
             have = size_mib(path)
@@ -153,7 +257,7 @@ def ensure(path: str, size: int, owner: tuple[int, int], home: str | None = None
 
 def grow(path: str, size: int) -> str:
     check_size(size)
-    with locked(path):
+    with locked(path, "grow it"):
         check(path)
         have = size_mib(path)
         if size < have:
@@ -192,6 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     p_ensure.add_argument("--size-mib", type=int, required=True)
     p_ensure.add_argument("--owner", help="UID:GID of the overlay's root (default: the caller)")
     p_ensure.add_argument("--home", help="create /home/NAME in the overlay (the container's $HOME)")
+    p_ensure.add_argument(
+        "--lock-fd",
+        type=int,
+        help="a descriptor open on PATH.lock that the caller keeps for the server's life: the lock stays held",
+    )
+    p_ensure.add_argument(
+        "--wait", type=float, default=0, help="seconds to wait for the lock (a server of this overlay that is ending)"
+    )
     p_check = sub.add_parser("check", help="read-only file system check")
     p_check.add_argument("path")
     p_grow = sub.add_parser("grow", help="enlarge on a copy, swapped in only on success")
@@ -200,9 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "ensure":
-            print(ensure(args.path, args.size_mib, parse_owner(args.owner), args.home))
+            print(
+                ensure(
+                    args.path, args.size_mib, parse_owner(args.owner), args.home, lock_fd=args.lock_fd, wait=args.wait
+                )
+            )
         elif args.command == "check":
-            with locked(args.path):
+            with locked(args.path, "check it"):
                 check(args.path)
             print(f"{args.path} is clean")
         else:

@@ -90,13 +90,13 @@ def cause(output: str, log: str = "") -> Cause:
     if critical:
         return Cause(
             f"the server failed ({_short(critical[-1])})",
-            f"check your Jupyter settings in ~/.jupyter, or {see}",
+            f"check the Jupyter settings of your image or overlay (/etc/jupyter), or {see}",
         )
     exception = _last_exception(lines)
     if exception:
         return Cause(
             f"the server failed ({_short(exception)})",
-            f"check your Jupyter settings in ~/.jupyter, or {see}",
+            f"check the Jupyter settings of your image or overlay (/etc/jupyter), or {see}",
         )
     real = [line for line in lines if not _BANNER.match(line)]
     if real:

@@ -1,18 +1,19 @@
 """ClusterRemoteSpawner: remote HPC mode, for partitions the hub cannot reach (`remote: true`).
 
 Every server is a Slurm job of one HPC account, submitted, queried and cancelled over SSH through
-hpc-gate on the login node (remote_job.py has the commands). The hub picks a free port on its own
-loopback before submitting; the job's wrapper (clusterhub-startjob --tunnel PORT) opens an SSH tunnel
-back to the hub's tunnel account that makes the server appear at 127.0.0.1:PORT here and brings the hub
-API to the job. So the server's address is always 127.0.0.1, whatever node runs it, and the port is
-known before the job starts (nothing needs to report it).
+hpc-gate on the login node (remote_job.py has the commands). The hub picks a free port of the tunnel
+account's ports (tunnel_ports: the only ones its -R may listen on) on its own loopback before
+submitting; the job's wrapper (clusterhub-startjob --tunnel PORT) opens SSH tunnels back to the hub's
+tunnel account that make the server appear at 127.0.0.1:PORT here and bring the hub API to the job.
+So the server's address is always 127.0.0.1, whatever node runs it, and the port is known before the
+job starts (nothing needs to report it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 
-from jupyterhub.utils import random_port
 from tornado import web
 from traitlets import Dict, Integer, List, Unicode, default
 
@@ -24,6 +25,7 @@ from .remote_job import (
     job_name,
     joblog_argv,
     parse_job_id,
+    pick_port,
     squeue_argv,
     submit_argv,
 )
@@ -39,6 +41,26 @@ async def _apply_remote_user_options(spawner: ClusterRemoteSpawner, user_options
             + ", ".join(i.get("display_name", i["name"]) for i in spawner.images if i.get("path"))
         )
         raise web.HTTPError(400, f"Cannot start the server: {reason}", reason=reason)
+    # a run_as: user partition: the user must have an HPC account of their own (refused here, before any job)
+    try:
+        hpc_user(spawner.request.partition, spawner.partitions, spawner.user.name, spawner.hpc_user_map)
+    except ValueError as e:
+        raise web.HTTPError(400, f"Cannot start the server: {e}", reason=str(e)) from None
+
+
+# Tunnel ports the servers of this hub hold (from their start, or their stored state, until cleared).
+_HELD_PORTS: set[int] = set()
+
+
+def _port_free(port: int) -> bool:
+    """Nothing listens on the hub's 127.0.0.1:port (SO_REUSEADDR: connections closing there do not count)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class ClusterRemoteSpawner(ClusterSlurmSpawner):
@@ -48,7 +70,13 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
     ssh_timeout = Integer(60, help="Seconds an sbatch or scancel over SSH may take").tag(config=True)
     job_environment = Dict(help="Further variables exported in every job script").tag(config=True)
     tunnel_port = Integer(0, help="The hub's loopback port of the current server's tunnel")
+    tunnel_ports = List(
+        Integer(), help="The ports the tunnel account may listen on (tunnel_user_listen_ports): each server gets one"
+    ).tag(config=True)
     hpc_user = Unicode("", help="The user's own HPC account the current job runs as (run_as: user); empty: the hub's")
+    hpc_user_map = Dict(
+        help="Hub user name: HPC account, for run_as user partitions; when not empty, it refuses the users it lacks"
+    ).tag(config=True)
 
     @default("apply_user_options")
     def _default_apply_user_options(self):
@@ -80,8 +108,17 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
         return "127.0.0.1"  # the tunnel's end on the hub, wherever the job runs
 
     def _fresh_port(self) -> int:
-        self.tunnel_port = random_port()
-        return self.tunnel_port
+        """A port of tunnel_ports for this server's tunnel (-R on the hub's loopback): none another server of
+        this hub holds (a pending job's tunnel is not up yet) and none anything listens on."""
+        port = pick_port(self.tunnel_ports, _HELD_PORTS, _port_free)
+        if port is None:
+            raise start_failed(
+                f"All {len(self.tunnel_ports)} tunnel ports of the hub are in use; try again when a server has "
+                "stopped, or tell the administrators (tunnel_user_listen_ports)"
+            )
+        _HELD_PORTS.add(port)
+        self.tunnel_port = port
+        return port
 
     async def job_end_reason(self, job: str) -> str:
         # the end of the job's output, read through hpc-gate (joblog) as the account the job ran as
@@ -92,8 +129,8 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
         return cause(out if code == 0 else "", self.job_log(job)).sentence()
 
     def job_log(self, job: str) -> str:
-        account = self.hpc_user or (self.ssh_command[-1].split("@")[0] if self.ssh_command else "the HPC account")
-        return f"~{account}/.clusterhub/logs/{self.req_job_name}-{job}.log on the HPC login node"
+        home = f"~{self.hpc_user}" if self.hpc_user else "the HPC job account's ~"
+        return f"{home}/.clusterhub/logs/{self.req_job_name}-{job}.log on the HPC login node"
 
     def cmd_formatted_for_batch(self):
         # the port is known in advance: the server need not report it through batchspawner's API
@@ -106,7 +143,7 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
         subvars["tunnel_port"] = self.port
         subvars["remote_env"] = env_exports(self.get_env(), self.job_environment)
         script = await self._get_batch_script(**subvars)
-        self.hpc_user = hpc_user(self.req_partition, self.partitions, self.user.name)
+        self.hpc_user = hpc_user(self.req_partition, self.partitions, self.user.name, self.hpc_user_map)
         argv = submit_argv(self.ssh_command, self.req_job_name, self.hpc_user)
         # the script holds the server's API token: it is never logged
         self.log.info(
@@ -145,9 +182,12 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
     def load_state(self, state):
         super().load_state(state)
         self.tunnel_port = state.get("tunnel_port", 0)
+        if self.tunnel_port:
+            _HELD_PORTS.add(self.tunnel_port)
         self.hpc_user = state.get("hpc_user", "")
 
     def clear_state(self):
         super().clear_state()
+        _HELD_PORTS.discard(self.tunnel_port)
         self.tunnel_port = 0
         self.hpc_user = ""

@@ -11,8 +11,10 @@ what the server needs from the hub is written into the job script as `export` li
 
 from __future__ import annotations
 
+import random
 import re
 import shlex
+from collections.abc import Callable, Iterable, Mapping
 
 from .slurm_queue import SQUEUE_FORMAT
 
@@ -21,6 +23,14 @@ _SUFFIX_BAD = re.compile(r"[^A-Za-z0-9_.@+-]")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # the hub's variables for the single-user server; nothing of the hub's own process environment
 ENV_PREFIXES = ("JUPYTERHUB_", "JPY_")
+
+
+def pick_port(ports: Iterable[int], held: set[int], is_free: Callable[[int], bool], rng=random) -> int | None:
+    """A port of `ports` (the tunnel account's permitted -R ports) that no server of this hub holds and
+    nothing listens on, at random; None where every one is taken."""
+    candidates = [port for port in ports if port not in held]
+    rng.shuffle(candidates)
+    return next((port for port in candidates if is_free(port)), None)
 
 
 def job_name(prefix: str, username: str) -> str:
@@ -37,15 +47,26 @@ def remote(ssh_command: list[str], *words: str) -> list[str]:
 _USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
-def hpc_user(partition: str, partitions: list[dict], username: str) -> str:
+def hpc_user(partition: str, partitions: list[dict], username: str, user_map: Mapping[str, str] | None = None) -> str:
     """The HPC account a server on `partition` runs as when it is the user's own (`run_as: user`), else ""
-    (the hub's HPC account). The hub user's name is the HPC account's name."""
+    (the hub's HPC account). With a name map (jupyterhub_hpc_user_map, hub name: HPC account) the map alone
+    decides, and a hub user it does not name has no account of their own there; without one, the hub user's
+    name is the HPC account's name. Raises ValueError with the sentence the user reads."""
     entry = next((p for p in partitions if p["name"] == partition), {})
     if entry.get("run_as", "account") != "user":
         return ""
-    if not _USER_NAME.match(username):
-        raise ValueError(f"{username!r} cannot be an HPC account name (partition {partition} runs as the user's own)")
-    return username
+    if user_map:
+        account = user_map.get(username)
+        if account is None:
+            raise ValueError(
+                f"partition {partition} runs servers as the users' own HPC accounts and none is known for {username}:"
+                " choose another partition, or ask the administrators to map your hub name to your HPC account"
+            )
+    else:
+        account = username
+    if not _USER_NAME.match(account) or account == "root":
+        raise ValueError(f"{account!r} cannot be an HPC account name (partition {partition} runs as the user's own)")
+    return account
 
 
 def _as(user: str) -> tuple[str, ...]:

@@ -14,8 +14,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-# squeue -o format: job id, long state, first node, reason (pending reason or "None")
-SQUEUE_FORMAT = "%i|%T|%B|%r"
+# squeue -o format: job id, long state, first node, reason (pending reason or "None"), user, partition, job
+# name (last: the orphaned-job check, reaper.py, tells the hub's jobs and their owners by them)
+SQUEUE_FORMAT = "%i|%T|%B|%r|%u|%P|%j"
+_FIELDS = SQUEUE_FORMAT.count("|") + 1
+_LEGACY_FIELDS = 4  # an hpc-gate still configured with the old format: no user, partition or name
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,9 @@ class JobInfo:
     state: str
     node: str
     reason: str
+    user: str = ""
+    partition: str = ""
+    name: str = ""
 
     @property
     def pending(self) -> bool:
@@ -35,14 +41,14 @@ class JobInfo:
 
 
 def parse_squeue(output: str) -> dict[str, JobInfo]:
-    """Parse `squeue -h -o '%i|%T|%B|%r'` output."""
+    """Parse `squeue -h -o SQUEUE_FORMAT` output (or the old four fields, without user, partition and name)."""
     jobs = {}
     for line in output.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) != 4 or not parts[0]:
+        parts = [p.strip() for p in line.strip().split("|", _FIELDS - 1)]
+        if len(parts) not in (_FIELDS, _LEGACY_FIELDS) or not parts[0]:
             continue
-        job_id, state, node, reason = (p.strip() for p in parts)
-        jobs[job_id] = JobInfo(job_id, state, "" if node in ("n/a", "(null)") else node, reason)
+        job_id, state, node, reason, *owner = parts
+        jobs[job_id] = JobInfo(job_id, state, "" if node in ("n/a", "(null)") else node, reason, *owner)
     return jobs
 
 

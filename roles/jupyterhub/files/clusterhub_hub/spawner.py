@@ -14,6 +14,7 @@ from tornado.httpclient import AsyncHTTPClient
 from traitlets import Float, Integer, List, Unicode, default
 
 from .job_end import cause
+from .node_check import Reach, missed_polls, probe, resolve, server_address
 from .options import OptionsError, config_errors, maintenance_notice, render_form, validate_options
 from .settings import FormSettings
 from .slurm_queue import SQUEUE_FORMAT, SlurmQueue, run_exec
@@ -74,6 +75,9 @@ class ClusterSlurmSpawner(FormSettings, SlurmSpawner):
         help="argv printing the end of a job's output file {log} as user {username} (why a start failed)",
     ).tag(config=True)
     req_singleuser_venv = Unicode("/opt/jupyter", help="Venv of the single-user server on the nodes").tag(config=True)
+    node_address = Unicode(
+        "", help="The server's node's address as the hub last resolved it (the lost-node check, when the name does not)"
+    )
 
     @default("apply_user_options")
     def _default_apply_user_options(self):
@@ -142,6 +146,20 @@ class ClusterSlurmSpawner(FormSettings, SlurmSpawner):
         info = getattr(self, "_job_info", None)
         return info.node if info else super().state_gethost()
 
+    def get_state(self):
+        state = super().get_state()
+        if self.node_address:
+            state["node_address"] = self.node_address
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.node_address = state.get("node_address", "")
+
+    def clear_state(self):
+        super().clear_state()
+        self.node_address = ""
+
     async def start(self):
         notice = self.maintenance_notice()
         if notice:
@@ -172,6 +190,7 @@ class ClusterSlurmSpawner(FormSettings, SlurmSpawner):
             await asyncio.sleep(self.startup_poll_interval)
         self.ip = self.state_gethost()
         await self._wait_for_server(time.monotonic() + self.startup_timeout)
+        self.node_address = await resolve(self.ip)  # kept in the server's state (the lost-node check)
         self._missed_polls = 0
         self.db.commit()
         self.log.info("Server of %s: job %s at %s:%s", self.user.name, self.job_id, self.ip, self.port)
@@ -238,7 +257,18 @@ class ClusterSlurmSpawner(FormSettings, SlurmSpawner):
         if not self.job_id:
             return
         self.log.info("Stopping server job %s of %s", self.job_id, self.user.name)
-        await self.cancel_batch_job()
+        try:
+            await self.cancel_batch_job()
+        except (RuntimeError, OSError, TimeoutError) as e:
+            # JupyterHub forgets the server all the same: the orphaned-job check (reaper.py) cancels the job
+            # once Slurm answers again
+            self.log.warning(
+                "scancel of job %s of %s failed (%s); the orphaned-job check, where on, cancels it once Slurm answers",
+                self.job_id,
+                self.user.name,
+                e,
+            )
+            return
         if now:
             return
         for _ in range(20):
@@ -257,38 +287,47 @@ class ClusterSlurmSpawner(FormSettings, SlurmSpawner):
         if status == JobStatus.RUNNING:
             # JupyterHub also polls while a new server is still binding its port (spawn pending):
             # only a server that was up counts as lost when it stops answering
-            if self.pending or await self._server_reachable():
-                self._missed_polls = 0
+            if self.pending:
                 return None
-            self._missed_polls = getattr(self, "_missed_polls", 0) + 1
-            if self._missed_polls < self.unreachable_polls:
+            reach, detail = await self._server_reach()
+            self._missed_polls = missed_polls(reach, getattr(self, "_missed_polls", 0))
+            if reach is not Reach.DOWN and detail:
+                # the hub's side (its resolver, its network): says nothing against the node
+                self.log.warning("Checking the server of %s (job %s): %s; keeping it", *self._who(), detail)
+            if reach is not Reach.DOWN or self._missed_polls < self.unreachable_polls:
                 return None
             self.log.warning(
-                "Server of %s (job %s on %s:%s) refused connections %s polls in a row: its node is lost; "
+                "Server of %s (job %s) did not accept connections %s polls in a row (%s): its node is lost; "
                 "cancelling the job",
-                self.user.name,
-                self.job_id,
-                self.ip,
-                self.port,
+                *self._who(),
                 self._missed_polls,
+                detail,
             )
             try:
                 await self.cancel_batch_job()
-            except RuntimeError as e:
+            except (RuntimeError, OSError, TimeoutError) as e:
                 self.log.warning("scancel of job %s failed: %s", self.job_id, e)
         self.clear_state()
         return 1
 
-    async def _server_reachable(self, timeout: float = 3.0) -> bool:
-        """True when the server's port accepts a TCP connection (the job may run on a dead node)."""
-        if not self.ip or not self.port:
-            return True
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(self.ip, self.port), timeout)
-        except (OSError, TimeoutError):
-            return False
-        writer.close()
-        return True
+    def _server_address(self) -> tuple[str, int]:
+        """The server's host and port: from the hub's stored server record (also after a hub restart, when
+        the spawner's own ip and port are back at their defaults), else the spawner's."""
+        record = self.server
+        return server_address(record.ip if record else "", record.port if record else 0, self.ip, self.port)
+
+    def _who(self) -> tuple[str, str]:
+        return self.user.name, self.job_id
+
+    async def _server_reach(self, timeout: float = 3.0) -> tuple[Reach, str]:
+        """Whether the server's port accepts a TCP connection (the job may run on a dead node); UNKNOWN when
+        the hub cannot tell (node_check.py)."""
+        host, port = self._server_address()
+        if not host or not port:
+            return Reach.UNKNOWN, "the hub has no address of the server"
+        reach, detail, address = await probe(host, port, timeout, self.node_address)
+        self.node_address = address or self.node_address
+        return reach, detail
 
     async def progress(self):
         while True:
