@@ -191,4 +191,9 @@ def test_a_node_lost_after_a_hub_restart_is_still_found(alice, hub, login):
         with contextlib.suppress(AssertionError):
             wait_for(lambda: node_state(login, node).endswith("*"), timeout=90, what=f"{node} not responding")
         subprocess.run(["docker", "start", f"{PREFIX}-{node}"], check=True, capture_output=True)
-        wait_for(lambda: node_state(login, node) == "idle", timeout=180, what=f"{node} back")
+        try:
+            wait_for(lambda: node_state(login, node) == "idle", timeout=120, what=f"{node} back")
+        except AssertionError:
+            # Slurm set the node DOWN ("unexpectedly rebooted" or not responding): the lab is put back as it was
+            login.run(f"scontrol update NodeName={node} State=RESUME")
+            wait_for(lambda: node_state(login, node) == "idle", timeout=120, what=f"{node} back after RESUME")
