@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import grp
-import importlib.util
 import io
 import os
 import pwd
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from role_files import GATE, hpc_gate
 
-GATE = Path(__file__).resolve().parents[2] / "roles" / "hpc_account" / "files" / "hpc_gate.py"
-_spec = importlib.util.spec_from_file_location("hpc_gate", GATE)
-gate = importlib.util.module_from_spec(_spec)
-sys.modules["hpc_gate"] = gate  # dataclasses look their module up there
-_spec.loader.exec_module(gate)
+gate = hpc_gate()
 
 CONFIG = gate.Config(job_name="jupyterhub", squeue_format="%i|%T|%B|%r")
 USER = "jupyterhpc"

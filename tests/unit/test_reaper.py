@@ -5,10 +5,7 @@ The queue is the spawners' shared SlurmQueue fed by a fake squeue; scancel is a 
 its arguments (direct mode) or the commands are checked against hpc-gate's own parser (remote mode)."""
 
 import asyncio
-import importlib.util
 import logging
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -22,12 +19,9 @@ from clusterhub_hub.reaper import (
     state_job_ids,
 )
 from clusterhub_hub.slurm_queue import SlurmQueue
+from role_files import hpc_gate
 
-GATE = Path(__file__).resolve().parents[2] / "roles" / "hpc_account" / "files" / "hpc_gate.py"
-_spec = importlib.util.spec_from_file_location("hpc_gate_for_reaper", GATE)
-gate = importlib.util.module_from_spec(_spec)
-sys.modules["hpc_gate_for_reaper"] = gate
-_spec.loader.exec_module(gate)
+gate = hpc_gate()
 
 SSH = ["/usr/bin/ssh", "-i", "/var/lib/jupyterhub/.ssh/clusterhub_hpc", "clusterhub-gate@login"]
 GRACE = 60.0

@@ -3,10 +3,8 @@
 The commands are checked against hpc-gate's own parser (roles/hpc_account/files/hpc_gate.py), so the
 hub never sends what the gate refuses."""
 
-import importlib.util
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,12 +21,9 @@ from clusterhub_hub.remote_job import (
     submit_argv,
 )
 from clusterhub_hub.slurm_queue import SQUEUE_FORMAT
+from role_files import hpc_gate
 
-GATE = Path(__file__).resolve().parents[2] / "roles" / "hpc_account" / "files" / "hpc_gate.py"
-_spec = importlib.util.spec_from_file_location("hpc_gate_for_remote", GATE)
-gate = importlib.util.module_from_spec(_spec)
-sys.modules["hpc_gate_for_remote"] = gate
-_spec.loader.exec_module(gate)
+gate = hpc_gate()
 
 SSH = ["/usr/bin/ssh", "-i", "/var/lib/jupyterhub/.ssh/clusterhub_hpc", "clusterhub-gate@login"]
 PARTITIONS = [{"name": "jupyter"}, {"name": "hpc", "remote": True}, {"name": "gpu", "remote": False}]
