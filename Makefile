@@ -11,16 +11,18 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PIP_CACHE_DIR ?= /var/cache/clusterhub-lab/pip-host
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv host browser lab lab-down lint docs unit integration molecule test test-bookworm bench clean
+.PHONY: help venv host browser lab lab-down lint docs unit golden check integration molecule test test-bookworm bench clean
 
 help:
 	@echo "make lab       bring up the lab cluster and print how to reach it"
 	@echo "make lab-down  remove the lab"
-	@echo "make test      lint, unit tests, molecule (multi-host lab scenario)"
+	@echo "make check     lint and unit tests (golden renders, contracts, in-process spawners): the quick loop"
+	@echo "make golden    rewrite the golden renders after an intended change of output"
+	@echo "make test      lint, unit tests, molecule (multi-host lab scenario), with the time of each phase"
 	@echo "make test-bookworm  the Slurm part of the lab on Debian 12"
 	@echo "make bench     timings of the lab (bench/)"
 
-$(VENV)/.installed: requirements-dev.txt
+$(VENV)/.installed: requirements-dev.txt pyproject.toml roles/jupyterhub/files/requirements-hub.txt
 	@$(PY) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
@@ -57,6 +59,11 @@ docs: venv
 unit: venv
 	pytest -q tests/unit
 
+golden: venv
+	CLUSTERHUB_UPDATE_GOLDEN=1 pytest -q tests/unit -k golden
+
+check: lint unit
+
 # on the lab's base image, built here when missing (molecule's create finds it current)
 integration: venv host
 	bash lab/images/build.sh $${CLUSTERHUB_LAB_SUITE:-trixie}
@@ -70,7 +77,8 @@ molecule: venv host browser
 test-bookworm: venv host
 	CLUSTERHUB_LAB_PREFIX=chtest molecule test -s bookworm
 
-test: lint unit integration molecule
+test: venv
+	@bash tools/phases.sh lint unit integration molecule
 
 bench: venv host
 	python bench/lab.py

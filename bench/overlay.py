@@ -21,10 +21,8 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "roles" / "job_wrappers" / "files"))
-import clusterhub_overlay as ov  # the script installed on the nodes, imported from the role
+from clusterhub import overlay as ov
 
 
 def timed(fn) -> float:

@@ -135,6 +135,22 @@ def squeue_jobs(login, user: str | None = None) -> list[str]:
     return login.check_output(f"squeue -h --name jupyterhub {who} -o %i").split()
 
 
+def node_state(login, node: str) -> str:
+    """Slurm's state of one node (a trailing * while it does not respond)."""
+    return login.check_output(f"sinfo -h -N -n {node} -o %T").split()[0]
+
+
+def start_node_again(login, node: str) -> None:
+    """A compute node's container, stopped by a test, started again and idle in Slurm. Slurm may keep a node
+    that went away DOWN ("unexpectedly rebooted", not responding): it is resumed, as an admin would."""
+    subprocess.run(["docker", "start", f"{PREFIX}-{node}"], check=True, capture_output=True)
+    try:
+        wait_for(lambda: node_state(login, node) == "idle", timeout=120, what=f"{node} back")
+    except AssertionError:
+        login.run(f"scontrol update NodeName={node} State=RESUME")
+        wait_for(lambda: node_state(login, node) == "idle", timeout=120, what=f"{node} back after RESUME")
+
+
 # Debian's Chromium (make browser), for the browser tests
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

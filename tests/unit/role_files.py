@@ -8,6 +8,8 @@ from typing import Any
 import yaml
 from ansible.template import trust_as_template
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def trusted(value: Any) -> Any:
     """YAML from the role's own files is trusted like Ansible trusts it (templates in it are rendered)."""
@@ -25,17 +27,34 @@ def load(path: Path) -> Any:
     return trusted(yaml.safe_load(path.read_text()) or {})
 
 
-GATE = Path(__file__).resolve().parents[2] / "roles" / "hpc_account" / "files" / "hpc_gate.py"
+def host_variables(role: str, host: str, inventory: str = "lab", extra: dict | None = None) -> dict[str, Any]:
+    """A host's variables as a play of `role` sees them: role defaults < inventory < role vars < extra."""
+    from ansible.inventory.manager import InventoryManager  # noqa: PLC0415 - only the renders need Ansible's loader
+    from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
+    from ansible.vars.manager import VariableManager  # noqa: PLC0415
+
+    loader = DataLoader()
+    manager = InventoryManager(loader=loader, sources=[str(ROOT / "inventories" / inventory / "hosts.yml")])
+    variables = VariableManager(loader=loader, inventory=manager).get_vars(
+        host=manager.get_host(host), include_hostvars=False
+    )
+    vars_file = ROOT / "roles" / role / "vars" / "main.yml"
+    return {
+        **load(ROOT / "roles" / role / "defaults" / "main.yml"),
+        **variables,
+        "role_path": str(ROOT / "roles" / role),
+        "ansible_managed": "Ansible managed",
+        **(load(vars_file) if vars_file.is_file() else {}),
+        **(extra or {}),
+    }
 
 
-def hpc_gate():
-    """hpc-gate (a standard-library script, not a package) as a module, loaded once under one name."""
-    import importlib.util  # noqa: PLC0415 - only the gate's tests need it
-    import sys  # noqa: PLC0415
+def render(role: str, template: str, host: str, inventory: str = "lab", extra: dict | None = None) -> str:
+    """roles/ROLE/templates/TEMPLATE rendered through Ansible's templar for `host` of `inventory`."""
+    from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
+    from ansible.plugins.loader import init_plugin_loader  # noqa: PLC0415
+    from ansible.template import Templar  # noqa: PLC0415
 
-    if "hpc_gate" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("hpc_gate", GATE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["hpc_gate"] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules["hpc_gate"]
+    init_plugin_loader()
+    engine = Templar(loader=DataLoader(), variables=host_variables(role, host, inventory, extra))
+    return engine.template(trust_as_template((ROOT / "roles" / role / "templates" / template).read_text()))

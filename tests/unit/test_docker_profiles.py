@@ -1,11 +1,10 @@
 """Docker profiles next to Slurm ones: the site's rules, users' requests, the form, and the dispatcher's state
-(roles/jupyterhub/files/clusterhub_hub/options.py and kinds.py)."""
-
-import importlib.util
-from pathlib import Path
+(src/clusterhub/hub/options.py and kinds.py)."""
 
 import pytest
-from clusterhub_hub.kinds import (
+from clusterhub_rules import jupyterhub_profile_errors
+
+from clusterhub.hub.kinds import (
     GpusBusy,
     assign_gpus,
     child_kind,
@@ -15,14 +14,7 @@ from clusterhub_hub.kinds import (
     host_gpu_ids,
     wrap_state,
 )
-from clusterhub_hub.options import OptionsError, config_errors, docker_gpus, render_form, validate_options
-
-# the inventory filter shares its module name with the hub package: load it from its file
-_FILTER = Path(__file__).resolve().parents[2] / "filter_plugins" / "clusterhub_hub.py"
-_spec = importlib.util.spec_from_file_location("clusterhub_hub_filter", _FILTER)
-_filter = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_filter)
-jupyterhub_profile_errors = _filter.jupyterhub_profile_errors
+from clusterhub.hub.options import OptionsError, config_errors, docker_gpus, render_form, validate_options
 
 PARTS = [{"name": "jupyter", "max_cpus": 4, "max_memory_gb": 8, "max_hours": 12, "max_gpus": 0}]
 DOCKER_IMAGES = [

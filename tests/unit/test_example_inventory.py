@@ -5,8 +5,8 @@ from pathlib import Path
 import clusterhub_image as ci
 import pytest
 import yaml
-from clusterhub_hub.options import config_errors
 
+from clusterhub.hub.options import config_errors
 from clusterhub_slurm import slurm_inventory_errors
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "example"

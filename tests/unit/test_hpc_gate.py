@@ -1,4 +1,4 @@
-"""hpc-gate, the forced command of the HPC account (roles/hpc_account/files/hpc_gate.py)."""
+"""hpc-gate, the forced command of the HPC account (src/clusterhub/gate.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import pwd
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from role_files import GATE, hpc_gate
 
-gate = hpc_gate()
+from clusterhub import gate
+
+GATE = Path(gate.__file__)  # the file the hpc_account role installs
 
 CONFIG = gate.Config(job_name="jupyterhub", squeue_format="%i|%T|%B|%r")
 USER = "jupyterhpc"

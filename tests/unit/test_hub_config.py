@@ -67,8 +67,8 @@ def test_rendered_for_the_lab_as_the_golden_file(case, name):
     if os.environ.get("CLUSTERHUB_UPDATE_GOLDEN"):
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(text)
-    assert golden.is_file(), f"no golden file {golden}: write it with CLUSTERHUB_UPDATE_GOLDEN=1"
-    assert text == golden.read_text(), f"{name} ({case}) differs from {golden}: review, then CLUSTERHUB_UPDATE_GOLDEN=1"
+    assert golden.is_file(), f"no golden file {golden}: write it with `make golden`"
+    assert text == golden.read_text(), f"{name} ({case}) differs from {golden}: review, then `make golden`"
     if name.endswith(".py"):
         compile(text, str(golden), "exec")
 

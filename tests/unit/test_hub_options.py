@@ -1,8 +1,9 @@
-"""The hub's resource form and request validation (roles/jupyterhub/files/clusterhub_hub/options.py)."""
+"""The hub's resource form and request validation (src/clusterhub/hub/options.py)."""
 
 import pytest
-from clusterhub_hub import options
-from clusterhub_hub.options import OptionsError, config_errors, render_form, validate_options
+
+from clusterhub.hub import options
+from clusterhub.hub.options import OptionsError, config_errors, render_form, validate_options
 
 PARTS = [
     {"name": "jupyter", "max_cpus": 4, "max_memory_gb": 8, "max_hours": 12, "max_gpus": 0},

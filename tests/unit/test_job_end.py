@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from clusterhub_hub.job_end import MAX_CHARS, cause
+
+from clusterhub.hub.job_end import MAX_CHARS, cause
 
 FIXTURES = Path(__file__).parent / "fixtures" / "job_end"
 LOG = "~/.jupyterhub_slurmspawner_42.log"

@@ -1,4 +1,4 @@
-"""The lost-node check's classification (roles/jupyterhub/files/clusterhub_hub/node_check.py): only an answer
+"""The lost-node check's classification (src/clusterhub/hub/node_check.py): only an answer
 about the node counts against it; the hub's own resolver and network are "unknown", never a lost node."""
 
 import asyncio
@@ -6,7 +6,8 @@ import errno
 import socket
 
 import pytest
-from clusterhub_hub.node_check import Reach, classify, missed_polls, probe, resolve, server_address
+
+from clusterhub.hub.node_check import Reach, classify, missed_polls, probe, resolve, server_address
 
 
 @pytest.mark.parametrize(

@@ -1,17 +1,12 @@
 """The nvidia_driver role's decision: module loaded, loadable, or why not (roles/nvidia_driver/filter_plugins)."""
 
-import importlib.util
 from pathlib import Path
 
+import nvidia_driver
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "nvidia_driver_filters", ROOT / "roles" / "nvidia_driver" / "filter_plugins" / "nvidia_driver.py"
-)
-nvidia_driver_filters = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(nvidia_driver_filters)
-state = nvidia_driver_filters.nvidia_driver_module_state
+state = nvidia_driver.nvidia_driver_module_state
 
 KERNEL = "6.12.57+deb13-amd64"
 # /proc/modules lines: name size refcount dependents state address [taint flags] (proc(5)).

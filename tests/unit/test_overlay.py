@@ -9,8 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import clusterhub_overlay as ov
 import pytest
+
+from clusterhub import overlay as ov
 
 pytestmark = pytest.mark.skipif(shutil.which("mkfs.ext3", path=ov.ENV["PATH"]) is None, reason="no e2fsprogs")
 

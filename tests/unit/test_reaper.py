@@ -1,4 +1,4 @@
-"""The orphaned-job check (roles/jupyterhub/files/clusterhub_hub/reaper.py): Slurm jobs with the hub's job
+"""The orphaned-job check (src/clusterhub/hub/reaper.py): Slurm jobs with the hub's job
 names that no server has are cancelled, logged, and nothing else is ever touched.
 
 The queue is the spawners' shared SlurmQueue fed by a fake squeue; scancel is a fake executable that records
@@ -9,7 +9,9 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-from clusterhub_hub.reaper import (
+
+from clusterhub import gate
+from clusterhub.hub.reaper import (
     RETRY_AFTER,
     DirectBackend,
     Reaper,
@@ -18,10 +20,7 @@ from clusterhub_hub.reaper import (
     hub_servers,
     state_job_ids,
 )
-from clusterhub_hub.slurm_queue import SlurmQueue
-from role_files import hpc_gate
-
-gate = hpc_gate()
+from clusterhub.hub.slurm_queue import SlurmQueue
 
 SSH = ["/usr/bin/ssh", "-i", "/var/lib/jupyterhub/.ssh/clusterhub_hpc", "clusterhub-gate@login"]
 GRACE = 60.0

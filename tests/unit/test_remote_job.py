@@ -1,6 +1,6 @@
 """Remote HPC mode on the hub side: which spawner runs a request, and what goes through hpc-gate.
 
-The commands are checked against hpc-gate's own parser (roles/hpc_account/files/hpc_gate.py), so the
+The commands are checked against hpc-gate's own parser (src/clusterhub/gate.py), so the
 hub never sends what the gate refuses."""
 
 import shlex
@@ -8,8 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from clusterhub_hub.kinds import spawner_kind
-from clusterhub_hub.remote_job import (
+
+from clusterhub import gate
+from clusterhub.hub.kinds import spawner_kind
+from clusterhub.hub.remote_job import (
     cancel_argv,
     env_exports,
     hpc_user,
@@ -20,10 +22,7 @@ from clusterhub_hub.remote_job import (
     squeue_argv,
     submit_argv,
 )
-from clusterhub_hub.slurm_queue import SQUEUE_FORMAT
-from role_files import hpc_gate
-
-gate = hpc_gate()
+from clusterhub.hub.slurm_queue import SQUEUE_FORMAT
 
 SSH = ["/usr/bin/ssh", "-i", "/var/lib/jupyterhub/.ssh/clusterhub_hpc", "clusterhub-gate@login"]
 PARTITIONS = [{"name": "jupyter"}, {"name": "hpc", "remote": True}, {"name": "gpu", "remote": False}]

@@ -1,6 +1,5 @@
 """Role READMEs (tools/role_docs.py) and the agreement of meta/argument_specs.yml with defaults/main.yml."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,14 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import role_docs
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "role_docs.py"
 
-_spec = importlib.util.spec_from_file_location("role_docs", TOOL)
-role_docs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(role_docs)
 
 ROLES = sorted(path.parents[1].name for path in (ROOT / "roles").glob("*/meta/argument_specs.yml"))
 

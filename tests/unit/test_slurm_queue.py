@@ -1,8 +1,8 @@
-"""One batched squeue for all servers (roles/jupyterhub/files/clusterhub_hub/slurm_queue.py)."""
+"""One batched squeue for all servers (src/clusterhub/hub/slurm_queue.py)."""
 
 import asyncio
 
-from clusterhub_hub.slurm_queue import SlurmQueue, parse_squeue
+from clusterhub.hub.slurm_queue import SlurmQueue, parse_squeue
 
 # squeue -h --name jupyterhub -o '%i|%T|%B|%r', captured from the lab (Slurm 22.05)
 SQUEUE = """\

@@ -69,6 +69,9 @@ def users(*entries: dict[str, Any]) -> list[dict[str, Any]]:
         ({"webdav_server_users": users({"name": "alice", "password": GOOD_PASSWORD})}, True),
         ({"webdav_server_users": users({"name": "Alice", "password": GOOD_PASSWORD})}, False),
         ({"webdav_server_users": users({"name": "al ice", "password": GOOD_PASSWORD})}, False),
+        # the one user-name rule (clusterhub.protocol): a dotted LDAP name the gate and the hub take
+        ({"webdav_server_users": users({"name": "j.doe", "password": GOOD_PASSWORD})}, True),
+        ({"webdav_server_users": users({"name": ".hidden", "password": GOOD_PASSWORD})}, False),
         ({"webdav_server_users": users({"name": "alice", "password": "short-pass"})}, False),
         ({"webdav_server_users": users({"name": "alice", "password": "twelve chars\nplus"})}, False),
         (
@@ -109,6 +112,8 @@ CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
         ({**CLIENT_OK, "webdav_client_mount_dir": "../etc"}, False),
         ({**CLIENT_OK, "webdav_client_mount_dir": "a/b"}, False),
         ({**CLIENT_OK, "webdav_client_credentials": [{"user": "alice", "password": "x"}]}, True),
+        ({**CLIENT_OK, "webdav_client_credentials": [{"user": "j.doe", "password": "x"}]}, True),
+        ({**CLIENT_OK, "webdav_client_credentials": [{"user": "1abc", "password": "x"}]}, False),
         ({**CLIENT_OK, "webdav_client_credentials": [{"user": "alice", "password": "x\ny"}]}, False),
         ({**CLIENT_OK, "webdav_client_credentials": [{"user": "alice", "password": "x\ty"}]}, False),
         ({**CLIENT_OK, "webdav_client_credentials": [{"user": "alice", "password": 'p"w\\ é #'}]}, True),

@@ -14,9 +14,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-# squeue -o format: job id, long state, first node, reason (pending reason or "None"), user, partition, job
-# name (last: the orphaned-job check, reaper.py, tells the hub's jobs and their owners by them)
-SQUEUE_FORMAT = "%i|%T|%B|%r|%u|%P|%j"
+# squeue -o format (clusterhub.protocol): the orphaned-job check, reaper.py, tells the hub's jobs and their owners
+# by the last fields
+from ..protocol import SQUEUE_FORMAT
+
 _FIELDS = SQUEUE_FORMAT.count("|") + 1
 _LEGACY_FIELDS = 4  # an hpc-gate still configured with the old format: no user, partition or name
 

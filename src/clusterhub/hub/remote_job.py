@@ -16,10 +16,9 @@ import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping
 
-from .slurm_queue import SQUEUE_FORMAT
+from ..protocol import SQUEUE_FORMAT, USER_NAME_RE, remote_job_name
 
 # what hpc-gate accepts after "<job name>-"
-_SUFFIX_BAD = re.compile(r"[^A-Za-z0-9_.@+-]")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # the hub's variables for the single-user server; nothing of the hub's own process environment
 ENV_PREFIXES = ("JUPYTERHUB_", "JPY_")
@@ -35,16 +34,13 @@ def pick_port(ports: Iterable[int], held: set[int], is_free: Callable[[int], boo
 
 def job_name(prefix: str, username: str) -> str:
     """`<prefix>-<user>`: each user's servers are told apart in squeue; odd characters become _."""
-    return f"{prefix}-{_SUFFIX_BAD.sub('_', username)[:64]}"
+    return remote_job_name(prefix, username)
 
 
 def remote(ssh_command: list[str], *words: str) -> list[str]:
     """The argv that runs `words` on the login node: ssh joins its arguments into one command line,
     which hpc-gate splits again, so each word is quoted."""
     return [*ssh_command, shlex.join(words)]
-
-
-_USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
 def hpc_user(partition: str, partitions: list[dict], username: str, user_map: Mapping[str, str] | None = None) -> str:
@@ -64,7 +60,7 @@ def hpc_user(partition: str, partitions: list[dict], username: str, user_map: Ma
             )
     else:
         account = username
-    if not _USER_NAME.match(account) or account == "root":
+    if not USER_NAME_RE.match(account) or account == "root":
         raise ValueError(f"{account!r} cannot be an HPC account name (partition {partition} runs as the user's own)")
     return account
 

@@ -13,6 +13,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient
 from traitlets import Float, Integer, List, Unicode, default
 
+from ..protocol import direct_job_log
 from .job_end import cause
 from .node_check import Reach, missed_polls, probe, resolve, server_address
 from .options import OptionsError, config_errors, maintenance_notice, render_form, validate_options
@@ -237,7 +238,7 @@ class ClusterSlurmSpawner(FormSettings, SlurmSpawner):
 
     async def job_end_reason(self, job: str) -> str:
         """Why the job ended, with what to do about it, from its output file (read as the user)."""
-        path = f"{self.req_homedir}/.jupyterhub_slurmspawner_{job}.log"
+        path = direct_job_log(job, self.req_homedir)
         argv = [word.format(username=self.user.name, log=path) for word in self.job_log_command]
         try:
             code, out, _ = await asyncio.wait_for(run_exec(argv), self.squeue_timeout)
@@ -247,7 +248,7 @@ class ClusterSlurmSpawner(FormSettings, SlurmSpawner):
 
     def job_log(self, job: str) -> str:
         """Where the job's output is (the batch script's --output), for error messages."""
-        return f"~/.jupyterhub_slurmspawner_{job}.log"
+        return direct_job_log(job)
 
     def _fresh_port(self) -> int:
         """The port before the job starts: 0, the server reports the one it binds (batchspawner's API)."""

@@ -17,6 +17,7 @@ import socket
 from tornado import web
 from traitlets import Dict, Integer, List, Unicode, default
 
+from ..protocol import REMOTE_JOB_LOG_DIR
 from .job_end import cause
 from .remote_job import (
     cancel_argv,
@@ -130,7 +131,7 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
 
     def job_log(self, job: str) -> str:
         home = f"~{self.hpc_user}" if self.hpc_user else "the HPC job account's ~"
-        return f"{home}/.clusterhub/logs/{self.req_job_name}-{job}.log on the HPC login node"
+        return f"{home}/{REMOTE_JOB_LOG_DIR}/{self.req_job_name}-{job}.log on the HPC login node"
 
     def cmd_formatted_for_batch(self):
         # the port is known in advance: the server need not report it through batchspawner's API

@@ -1,0 +1,54 @@
+"""What the hub, hpc-gate, the batch script, the job wrapper and the roles' validation must agree on, once.
+
+Standard library only. The hub side imports it; hpc-gate and the shell wrappers run on nodes without
+clusterhub installed, so they carry the values themselves and tests/unit/test_protocol.py checks that every
+copy (the gate's defaults, the roles' defaults and validation, the rendered wrappers) says exactly this.
+The roles read these values through the `clusterhub_protocol` filter."""
+
+from __future__ import annotations
+
+import re
+
+# A user name clusterhub runs anything as: POSIX-portable, at most 32 characters, may contain dots (j.doe),
+# never starts with a digit, a dot or a dash. The hub, the gate, the wrappers and every role's validation use
+# this one rule (bash's [[ =~ ]] reads it as the same ERE).
+USER_NAME = r"^[a-z_][a-z0-9_.-]{0,31}$"
+USER_NAME_RE = re.compile(USER_NAME)
+
+# squeue -o: job id, long state, first node, reason (pending reason or "None"), user, partition, job name.
+# The hub parses lines of exactly these fields, in this order; hpc-gate lets exactly this format through.
+SQUEUE_FORMAT = "%i|%T|%B|%r|%u|%P|%j"
+SQUEUE_FIELDS = ("job_id", "state", "node", "reason", "user", "partition", "name")
+
+# Slurm job names: direct mode's servers all carry the hub's job name; remote mode's carry
+# `<job name>-<user>` (squeue on the shared account tells users apart by it).
+DEFAULT_JOB_NAME = "jupyterhub"
+JOB_NAME_SUFFIX_BAD = re.compile(r"[^A-Za-z0-9_.@+-]")  # what the gate's job-name rule allows
+
+
+def remote_job_name(prefix: str, username: str) -> str:
+    """`<prefix>-<user>`; characters Slurm or the gate would refuse become _ (64 characters of the user at most)."""
+    return f"{prefix}-{JOB_NAME_SUFFIX_BAD.sub('_', username)[:64]}"
+
+
+# The batch script's --output (direct mode), in the user's home; %j is Slurm's job id.
+DIRECT_JOB_LOG = ".jupyterhub_slurmspawner_{job}.log"
+
+
+def direct_job_log(job: str, home: str = "~") -> str:
+    return f"{home}/{DIRECT_JOB_LOG.format(job=job)}"
+
+
+# Remote mode's jobs write their output below the account's home (hpc-gate's `joblog` reads only there).
+REMOTE_JOB_LOG_DIR = ".clusterhub/logs"
+
+
+def values() -> dict[str, str]:
+    """What the roles read (filter `clusterhub_protocol`)."""
+    return {
+        "user_name": USER_NAME,
+        "squeue_format": SQUEUE_FORMAT,
+        "default_job_name": DEFAULT_JOB_NAME,
+        "direct_job_log": DIRECT_JOB_LOG.format(job="%j"),
+        "remote_job_log_dir": REMOTE_JOB_LOG_DIR,
+    }

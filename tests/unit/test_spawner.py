@@ -1,0 +1,283 @@
+"""ClusterSlurmSpawner in process, in seconds: JupyterHub's own database and user objects, batchspawner's
+machinery, real subprocesses for sbatch/squeue/scancel (fake_slurm.py) and a real TCP server standing in
+for the single-user server on its node. The lab proves the same paths once against real Slurm; these cover
+each decision (queue timeout, a job gone early, "unknown" keeps a server, a node lost after N polls, state
+reload after a hub restart) without it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import logging
+import pwd
+
+import pytest
+from fake_slurm import FakeSlurm
+from jupyterhub import orm
+from jupyterhub.objects import Hub, Server
+from jupyterhub.user import User
+
+from clusterhub.hub.spawner import ClusterSlurmSpawner
+
+PARTITIONS = [{"name": "batch", "max_cpus": 4, "max_memory_gb": 8, "max_hours": 8, "max_gpus": 0}]
+PROFILES = [{"slug": "small", "display_name": "Small", "partition": "batch", "cpus": 1, "memory_gb": 1, "hours": 1}]
+SMALL = {"profile": "small"}
+
+
+@pytest.fixture(autouse=True)
+def _alice_is_the_test_runner(monkeypatch):
+    """pwd.getpwnam("alice") is the current account (batchspawner's suite does the same)."""
+    mine = pwd.getpwnam(getpass.getuser())
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: mine)
+
+
+@pytest.fixture
+def db():
+    """JupyterHub's database in memory, with alice (as JupyterHub's and batchspawner's suites set it up)."""
+    session = orm.new_session_factory("sqlite:///:memory:")()
+    session.add(orm.User(name="alice"))
+    session.commit()
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def slurm(tmp_path):
+    return FakeSlurm(tmp_path / "slurm")
+
+
+class NodeServer:
+    """What answers on the job's node: a TCP server replying to any HTTP request, closed to lose the node."""
+
+    def __init__(self):
+        self.server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    async def _answer(self, reader, writer):
+        with contextlib.suppress(ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            await writer.drain()
+        writer.close()
+
+    async def open(self) -> int:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def close(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def new_spawner(db, slurm: FakeSlurm, tmp_path, **config) -> ClusterSlurmSpawner:
+    """A spawner as jupyterhub_config.py configures it, with the fake Slurm's commands and no sudo."""
+    user = User(db.query(orm.User).filter_by(name="alice").one(), {})
+    config = {
+        "hub": Hub(),
+        "user": user,
+        "cmd": ["jupyterhub-singleuser"],
+        "exec_prefix": "",
+        "batch_submit_cmd": f"{slurm.bin}/sbatch --parsable",
+        "batch_cancel_cmd": f"{slurm.bin}/scancel {{job_id}}",
+        "squeue_command": [str(slurm.bin / "squeue")],
+        "job_log_command": ["cat", "--", "{log}"],
+        "req_homedir": str(tmp_path),
+        "profiles": PROFILES,
+        "partitions": PARTITIONS,
+        "images": [],
+        "maintenance_file": str(tmp_path / "maintenance"),
+        "startup_poll_interval": 0.05,
+        "squeue_max_age": 0.0,
+        "poll_interval": 1,
+        **config,
+    }
+    spawner = user._new_spawner("", spawner_class=ClusterSlurmSpawner, **config)
+    spawner.server = record(db)
+    return spawner
+
+
+def record(db, ip: str = "", port: int = 0) -> Server:
+    """The hub's stored record of a server (what the proxy routes to), in its database."""
+    server = orm.Server(proto="http", ip=ip, port=port, base_url="/user/alice/", cookie_name="c")
+    db.add(server)
+    db.commit()
+    return Server(orm_server=server)
+
+
+def run(coro, timeout: float = 20):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def until(predicate, timeout: float = 10.0, task: asyncio.Task | None = None):
+    """Until predicate() holds; a `task` that ends meanwhile ends the wait with its own outcome."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            if task is not None and task.done():
+                task.result()
+                raise AssertionError("the start returned before the expected step")
+            await asyncio.sleep(0.02)
+
+
+async def start_and_run(spawner, slurm: FakeSlurm, node: NodeServer, pending_for: float = 0.0):
+    """Start a server: the job pends, then runs on 127.0.0.1, and its server reports its port (as
+    batchspawner's API handler sets it) and answers."""
+    spawner.user_options = SMALL
+    spawner.apply_user_options(spawner, SMALL)
+    task = asyncio.ensure_future(spawner.start())
+    await until(lambda: spawner.job_id, task=task)
+    await asyncio.sleep(pending_for)
+    slurm.run(spawner.job_id)
+    port = await node.open()
+    await until(lambda: spawner.ip == "127.0.0.1", task=task)
+    spawner.port = port
+    ip, port = await task
+    spawner.server.ip, spawner.server.port = ip, port  # what JupyterHub stores of the started server
+    return ip, port
+
+
+def test_a_server_starts_pending_then_running_and_its_job_carries_the_form(db, slurm, tmp_path):
+    spawner = new_spawner(db, slurm, tmp_path)
+    node = NodeServer()
+
+    async def scenario():
+        ip, port = await start_and_run(spawner, slurm, node, pending_for=0.2)
+        assert (ip, port) == ("127.0.0.1", node.port)
+        assert await spawner.poll() is None
+        await node.close()
+
+    run(scenario())
+    script = slurm.script(spawner.job_id)
+    assert "--partition=batch" in script and "--cpus-per-task=1" in script, script
+    assert spawner.get_state()["job_id"] == spawner.job_id
+    assert spawner.get_state()["node_address"] == "127.0.0.1"
+
+
+def test_a_job_over_the_queue_timeout_is_cancelled_with_a_sentence(db, slurm, tmp_path):
+    spawner = new_spawner(db, slurm, tmp_path, queue_timeout=1)
+    spawner.apply_user_options(spawner, SMALL)
+    with pytest.raises(Exception) as raised:
+        run(spawner.start())
+    assert raised.value.status_code == 503
+    assert "waited over 1 s in the queue and was cancelled" in raised.value.jupyterhub_message
+    assert slurm.cancelled == ["100"]
+    assert spawner.job_id == ""
+
+
+def test_a_job_that_ends_before_its_server_answers_fails_the_start_with_its_reason(db, slurm, tmp_path):
+    spawner = new_spawner(db, slurm, tmp_path)
+    spawner.apply_user_options(spawner, SMALL)
+    (tmp_path / ".jupyterhub_slurmspawner_100.log").write_text(
+        "slurmstepd: error: Detected 1 oom_kill event in StepId=100.batch. Some of the step tasks have been OOM "
+        "Killed.\n"
+    )
+
+    async def scenario():
+        task = asyncio.ensure_future(spawner.start())
+        await until(lambda: spawner.job_id, task=task)
+        slurm.run("100")
+        await until(lambda: spawner.ip == "127.0.0.1", task=task)
+        slurm.end("100", "OUT_OF_MEMORY")
+        return await task
+
+    with pytest.raises(Exception) as raised:
+        run(scenario())
+    message = raised.value.jupyterhub_message
+    assert message.startswith("Slurm job 100 ended before its server answered: "), message
+    assert "memory" in message.lower(), message
+    assert slurm.cancelled == []
+
+
+def test_slurm_not_answering_keeps_the_server_and_a_lost_node_is_found_after_n_polls(db, slurm, tmp_path, caplog):
+    spawner = new_spawner(db, slurm, tmp_path, unreachable_polls=2)
+    node = NodeServer()
+
+    async def scenario():
+        await start_and_run(spawner, slurm, node)
+        slurm.set_down()
+        for _ in range(3):  # an outage: "unknown", never a stop
+            assert await spawner.poll() is None
+        slurm.set_down(False)
+        await node.close()  # the node is gone; Slurm still lists the job as running
+        assert await spawner.poll() is None  # one missed poll is not enough
+        return await spawner.poll()
+
+    caplog.set_level(logging.WARNING)
+    assert run(scenario()) == 1
+    assert "Slurm did not answer for job 100; keeping the server" in caplog.text
+    assert "Server of alice (job 100) did not accept connections 2 polls in a row" in caplog.text
+    assert slurm.cancelled == ["100"]
+    assert spawner.get_state() == {}
+
+
+def test_a_node_lost_after_a_hub_restart_is_still_found_from_the_stored_record(db, slurm, tmp_path, caplog):
+    first = new_spawner(db, slurm, tmp_path)
+    node = NodeServer()
+
+    async def before_restart():
+        await start_and_run(first, slurm, node)
+        await node.close()  # this test's event loop ends with the "old hub"; the server is back at once below
+        return first.get_state(), (first.server.ip, first.server.port)
+
+    state, (ip, port) = run(before_restart())
+    # the restarted hub: a new spawner with the stored state and server record, ip and port at their defaults
+    second = new_spawner(db, slurm, tmp_path)
+    second.load_state(state)
+    second.server = record(db, ip, port)
+    assert second.port == 0 and second.ip != ip  # its own values are the defaults again
+    assert second.node_address == "127.0.0.1"
+
+    async def after_restart():
+        await node.open()  # the server still runs on its port: polls keep it
+        assert await second.poll() is None
+        await node.close()
+        assert await second.poll() is None
+        return await second.poll()
+
+    caplog.set_level(logging.WARNING)
+    assert run(after_restart()) == 1
+    assert f"Server of alice (job {state['job_id']}) did not accept connections 2 polls in a row" in caplog.text
+    assert slurm.cancelled == [state["job_id"]]
+
+
+def test_a_stop_while_slurm_is_down_leaves_the_job_to_the_orphan_check(db, slurm, tmp_path, caplog):
+    spawner = new_spawner(db, slurm, tmp_path)
+    node = NodeServer()
+
+    async def scenario():
+        await start_and_run(spawner, slurm, node)
+        slurm.set_down()
+        await spawner.stop()
+        await node.close()
+
+    caplog.set_level(logging.WARNING)
+    run(scenario())
+    assert "scancel of job 100 of alice failed" in caplog.text
+    assert slurm.jobs["100"]["state"] == "RUNNING"  # the reaper's unit tests cover what happens next
+
+
+def test_a_stop_cancels_the_job_and_waits_for_it_to_leave_the_queue(db, slurm, tmp_path):
+    spawner = new_spawner(db, slurm, tmp_path)
+    node = NodeServer()
+
+    async def scenario():
+        await start_and_run(spawner, slurm, node)
+        await spawner.stop()
+        await node.close()
+        return await spawner.poll()
+
+    assert run(scenario()) == 1
+    assert slurm.cancelled == ["100"]
+    assert [c[0] for c in slurm.calls].count("sbatch") == 1
+
+
+def test_maintenance_refuses_a_start_before_anything_is_submitted(db, slurm, tmp_path):
+    (tmp_path / "maintenance").write_text("The cluster is down for maintenance until 18:00; try again then.\n")
+    spawner = new_spawner(db, slurm, tmp_path)
+    spawner.apply_user_options(spawner, SMALL)
+    with pytest.raises(Exception) as raised:
+        run(spawner.start())
+    assert raised.value.status_code == 503
+    assert "maintenance until 18:00" in raised.value.log_message
+    assert slurm.calls == []
