@@ -94,16 +94,24 @@ def slurm_inventory_errors(computes, controllers, partitions, node_settings) -> 
     return errors
 
 
+def _node_size(host, hostvars, reserved_mb) -> tuple[int | None, int | None, int]:
+    """(CPUs, memory MiB Slurm gets, GPUs) of a compute host, from slurm_node or its facts; None where unknown."""
+    hv = hostvars[host]
+    node = dict(hv.get("slurm_node") or {})
+    cpus = node.get("cpus") or hv.get("ansible_processor_vcpus")
+    memory = node.get("memory_mb") or (
+        int(hv["ansible_memtotal_mb"]) - int(reserved_mb) if "ansible_memtotal_mb" in hv else None
+    )
+    gpus = sum(int(g.get("count", 0)) for g in (node.get("gpus") or []))
+    return (int(cpus) if cpus else None, int(memory) if memory else None, gpus)
+
+
 def slurm_node_list(computes, hostvars, reserved_mb=1024) -> list[dict]:
     """Build the node list for slurm.conf/gres.conf from host variables and facts."""
     result = []
     for host in computes:
-        hv = hostvars[host]
-        node = dict(hv.get("slurm_node") or {})
-        cpus = node.get("cpus") or hv.get("ansible_processor_vcpus")
-        memory = node.get("memory_mb") or (
-            int(hv["ansible_memtotal_mb"]) - int(reserved_mb) if "ansible_memtotal_mb" in hv else None
-        )
+        node = dict(hostvars[host].get("slurm_node") or {})
+        cpus, memory, _ = _node_size(host, hostvars, reserved_mb)
         if cpus is None or memory is None:
             raise ValueError(
                 f"{host}: set slurm_node.cpus and slurm_node.memory_mb or gather its facts (it is not in this play)"
@@ -123,6 +131,83 @@ def slurm_node_list(computes, hostvars, reserved_mb=1024) -> list[dict]:
     return result
 
 
+HUB_KEYS = ("max_cpus", "max_memory_gb", "max_hours", "max_gpus", "remote", "run_as")
+
+
+def slurm_hub_partitions(partitions) -> list[dict]:
+    """jupyterhub_partitions derived from slurm_partitions: each entry with a `hub` block of limits, in order."""
+    return [{"name": p["name"], **dict(p["hub"])} for p in (partitions or []) if p.get("hub")]
+
+
+def slurm_time_hours(value) -> float | None:
+    """Slurm's MaxTime in hours (MINUTES, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS); None for UNLIMITED/INFINITE."""
+    text = str(value).strip()
+    if text.upper() in ("UNLIMITED", "INFINITE", ""):
+        return None
+    days, _, clock = text.rpartition("-")
+    parts = [int(x) for x in clock.split(":")]
+    if days:  # D-HH[:MM[:SS]]
+        hours, minutes, seconds = [*parts, 0, 0][:3]
+        return int(days) * 24 + hours + minutes / 60 + seconds / 3600
+    if len(parts) == 1:  # minutes
+        return parts[0] / 60
+    if len(parts) == 2:  # MM:SS
+        return parts[0] / 60 + parts[1] / 3600
+    return parts[0] + parts[1] / 60 + parts[2] / 3600
+
+
+def slurm_hub_partition_errors(hub_partitions, slurm_partitions, computes, hostvars, reserved_mb=1024) -> list[str]:
+    """What the hub offers that Slurm cannot give, one sentence each: a partition Slurm does not define (remote
+    partitions of another cluster's Slurm are not checked), max_cpus or max_memory_gb above the smallest node of
+    the partition, max_hours above its MaxTime, GPUs where a node has none. Nodes of unknown size are skipped."""
+    errors = []
+    by_name = {p["name"]: p for p in (slurm_partitions or [])}
+    for hub in hub_partitions or []:
+        name = hub["name"]
+        slurm = by_name.get(name)
+        if slurm is None:
+            if not hub.get("remote"):
+                errors.append(
+                    f"jupyterhub_partitions: partition {name} is not in slurm_partitions "
+                    f"({', '.join(by_name) or 'none'}); define it there (with its hub limits) or remove it"
+                )
+            continue
+        nodes = slurm.get("nodes", "ALL")
+        hosts = (
+            list(computes)
+            if nodes in ("ALL", None)
+            else [h for h in computes if h in nodes or h.split(".")[0] in nodes]
+        )
+        sizes = {h: _node_size(h, hostvars, reserved_mb) for h in hosts}
+        cpus = [c for c, _, _ in sizes.values() if c]
+        memory = [m for _, m, _ in sizes.values() if m]
+        if cpus and int(hub.get("max_cpus", 0)) > min(cpus):
+            errors.append(
+                f"jupyterhub_partitions: {name} allows max_cpus {hub['max_cpus']}, but its smallest node has "
+                f"{min(cpus)} CPUs; at most {min(cpus)}"
+            )
+        if memory and float(hub.get("max_memory_gb", 0)) * 1024 > min(memory):
+            errors.append(
+                f"jupyterhub_partitions: {name} allows max_memory_gb {hub['max_memory_gb']}, but its smallest node "
+                f"gives Slurm {min(memory)} MiB; at most {min(memory) // 1024}"
+            )
+        limit = slurm_time_hours(slurm.get("max_time", "UNLIMITED"))
+        if limit is not None and float(hub.get("max_hours", 0)) > limit:
+            errors.append(
+                f"jupyterhub_partitions: {name} allows max_hours {hub['max_hours']}, above its Slurm MaxTime "
+                f"{slurm['max_time']} ({limit:g} h)"
+            )
+        if int(hub.get("max_gpus", 0) or 0) > 0:
+            without = sorted(h for h, (_, _, g) in sizes.items() if g < int(hub["max_gpus"]))
+            if without or not hosts:
+                which = f"{', '.join(without)} have fewer GPUs than that" if without else "it has no nodes"
+                errors.append(
+                    f"jupyterhub_partitions: {name} allows max_gpus {hub['max_gpus']}, but {which} "
+                    "(slurm_node.gpus, GRES)"
+                )
+    return errors
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -130,4 +215,6 @@ class FilterModule:
         return {
             "slurm_inventory_errors": slurm_inventory_errors,
             "slurm_node_list": slurm_node_list,
+            "slurm_hub_partitions": slurm_hub_partitions,
+            "slurm_hub_partition_errors": slurm_hub_partition_errors,
         }

@@ -27,17 +27,25 @@ def load(path: Path) -> Any:
     return trusted(yaml.safe_load(path.read_text()) or {})
 
 
+# the facts every host of a render has (none are gathered: the renders do not depend on this machine or a cache)
+FACTS = {"ansible_processor_vcpus": 2, "ansible_memtotal_mb": 8192}
+
+
 def host_variables(role: str, host: str, inventory: str = "lab", extra: dict | None = None) -> dict[str, Any]:
-    """A host's variables as a play of `role` sees them: role defaults < inventory < role vars < extra."""
+    """A host's variables as a play of `role` sees them: role defaults < inventory < role vars < extra; every
+    host's facts are FACTS."""
     from ansible.inventory.manager import InventoryManager  # noqa: PLC0415 - only the renders need Ansible's loader
     from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
+    from ansible.vars.hostvars import HostVars  # noqa: PLC0415
     from ansible.vars.manager import VariableManager  # noqa: PLC0415
 
     loader = DataLoader()
     manager = InventoryManager(loader=loader, sources=[str(ROOT / "inventories" / inventory / "hosts.yml")])
-    variables = VariableManager(loader=loader, inventory=manager).get_vars(
-        host=manager.get_host(host), include_hostvars=False
-    )
+    variable_manager = VariableManager(loader=loader, inventory=manager)
+    variable_manager._fact_cache = {h.name: dict(FACTS) for h in manager.get_hosts()}
+    # other hosts' inventory variables (no facts: what slurm_node and the inventory say), as a play sees them
+    variable_manager._hostvars = HostVars(inventory=manager, variable_manager=variable_manager, loader=loader)
+    variables = variable_manager.get_vars(host=manager.get_host(host), include_hostvars=True)
     vars_file = ROOT / "roles" / role / "vars" / "main.yml"
     return {
         **load(ROOT / "roles" / role / "defaults" / "main.yml"),
@@ -58,3 +66,17 @@ def render(role: str, template: str, host: str, inventory: str = "lab", extra: d
     init_plugin_loader()
     engine = Templar(loader=DataLoader(), variables=host_variables(role, host, inventory, extra))
     return engine.template(trust_as_template((ROOT / "roles" / role / "templates" / template).read_text()))
+
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def matches_golden(text: str, golden: Path) -> None:
+    """text is what golden/... holds; `make golden` (CLUSTERHUB_UPDATE_GOLDEN=1) writes it instead."""
+    import os  # noqa: PLC0415
+
+    if os.environ.get("CLUSTERHUB_UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert golden.is_file(), f"no golden file {golden}: write it with `make golden`"
+    assert text == golden.read_text(), f"the render differs from {golden}: review the change, then `make golden`"

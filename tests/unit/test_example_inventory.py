@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from clusterhub.hub.options import config_errors
-from clusterhub_slurm import slurm_inventory_errors
+from clusterhub_slurm import slurm_hub_partition_errors, slurm_hub_partitions, slurm_inventory_errors
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "example"
 
@@ -39,9 +39,19 @@ def test_example_slurm_inventory_is_valid():
     assert slurm_inventory_errors(computes, controllers, load("slurm.yml")["slurm_partitions"], nodes) == []
 
 
-def test_example_hub_profiles_fit_their_partitions():
+def test_example_hub_profiles_fit_their_partitions_which_slurm_defines_once():
     hub = load("hub.yml")
-    assert config_errors(hub["jupyterhub_profiles"], hub["jupyterhub_partitions"], []) == []
+    slurm = load("slurm.yml")["slurm_partitions"]
+    assert "jupyterhub_partitions" not in hub, "the example derives the hub's partitions from slurm_partitions"
+    partitions = slurm_hub_partitions(slurm)
+    assert [p["name"] for p in partitions] == ["jupyter", "gpu"]
+    assert config_errors(hub["jupyterhub_profiles"], partitions, []) == []
+    hosts = yaml.safe_load((EXAMPLE / "hosts.yml").read_text())["all"]["children"]
+    computes = [h for p in hosts["slurm_compute"]["hosts"] for h in expand(p)]
+    gpu_node = yaml.safe_load((EXAMPLE / "host_vars" / "gpu01.cluster.example.org.yml").read_text())
+    # the GPU nodes declare their GPUs (all four alike); node sizes come from facts at the site
+    hostvars = {h: (gpu_node if h.startswith("gpu") else {}) for h in computes}
+    assert slurm_hub_partition_errors(partitions, slurm, computes, hostvars) == []
 
 
 @pytest.mark.parametrize("engine", ["apptainer", "docker"])

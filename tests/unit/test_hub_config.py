@@ -10,17 +10,14 @@ change, write the golden files again and review their diff:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible.inventory.manager import InventoryManager
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar, trust_as_template
-from ansible.vars.manager import VariableManager
-from role_files import load
+from role_files import host_variables, load, matches_golden
 
 init_plugin_loader()
 
@@ -36,22 +33,10 @@ TEMPLATES = {
 
 
 def hub_variables(extra_vars: dict[str, Any]) -> dict[str, Any]:
-    """The hub host's variables as a play of the role sees them: role defaults < lab inventory < role vars <
-    extra vars (-e)."""
-    loader = DataLoader()
-    inventory = InventoryManager(loader=loader, sources=[str(ROOT / "inventories" / "lab" / "hosts.yml")])
-    manager = VariableManager(loader=loader, inventory=inventory)
-    inventory_vars = manager.get_vars(host=inventory.get_host("hub"), include_hostvars=False)
-    return {
-        **load(ROLE / "defaults" / "main.yml"),
-        **inventory_vars,
-        "role_path": str(ROLE),
-        # what tasks/configure.yml reads with include_vars (remote HPC mode's tunnel ports)
-        "__jupyterhub_tunnel_user_defaults": load(ROOT / "roles" / "tunnel_user" / "defaults" / "main.yml"),
-        "ansible_managed": "Ansible managed",
-        **load(ROLE / "vars" / "main.yml"),
-        **extra_vars,
-    }
+    """The hub's variables for the lab, with what tasks/configure.yml reads by include_vars (remote HPC mode's
+    tunnel ports)."""
+    tunnel = {"__jupyterhub_tunnel_user_defaults": load(ROOT / "roles" / "tunnel_user" / "defaults" / "main.yml")}
+    return host_variables("jupyterhub", "hub", "lab", {**tunnel, **extra_vars})
 
 
 def render(template: str, extra_vars: dict[str, Any]) -> str:
@@ -64,11 +49,7 @@ def render(template: str, extra_vars: dict[str, Any]) -> str:
 def test_rendered_for_the_lab_as_the_golden_file(case, name):
     text = render(TEMPLATES[name], RENDERS[case])
     golden = GOLDEN / case / f"{name}.golden"
-    if os.environ.get("CLUSTERHUB_UPDATE_GOLDEN"):
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(text)
-    assert golden.is_file(), f"no golden file {golden}: write it with `make golden`"
-    assert text == golden.read_text(), f"{name} ({case}) differs from {golden}: review, then `make golden`"
+    matches_golden(text, golden)
     if name.endswith(".py"):
         compile(text, str(golden), "exec")
 
@@ -106,3 +87,18 @@ def test_self_signed_certificate_names(extra_vars, names):
     """The names tasks/tls.yml puts in the self-signed certificate: the host and its wildcard when on."""
     engine = Templar(loader=DataLoader(), variables=hub_variables(extra_vars))
     assert engine.template(trust_as_template("{{ __jupyterhub_tls_dns_names }}")) == names
+
+
+def test_the_lab_hub_offers_the_partitions_slurm_defines_with_their_hub_limits():
+    """Partitions are defined once (slurm_partitions with hub blocks); the hub's list is derived, in order."""
+    engine = Templar(loader=DataLoader(), variables=hub_variables({}))
+    partitions = engine.template(trust_as_template("{{ jupyterhub_partitions }}"))
+    assert [p["name"] for p in partitions] == ["jupyter", "batch", "hpc", "hpcown"]
+    assert partitions[0] == {"name": "jupyter", "max_cpus": 2, "max_memory_gb": 4, "max_hours": 12, "max_gpus": 0}
+    assert partitions[3]["run_as"] == "user" and partitions[3]["remote"] is True
+    # without hub blocks (a Slurm cluster the inventory does not define): the role's own two partitions
+    standalone = Templar(loader=DataLoader(), variables=hub_variables({"slurm_partitions": []}))
+    assert [p["name"] for p in standalone.template(trust_as_template("{{ jupyterhub_partitions }}"))] == [
+        "jupyter",
+        "batch",
+    ]
