@@ -1,0 +1,191 @@
+"""ClusterRemoteSpawner in process, against the real hpc-gate: the hub's ssh command is a fake `ssh` that runs
+clusterhub.gate as the HPC login would (SSH_ORIGINAL_COMMAND, hpc-gate.conf as the hpc_account role renders
+it for the lab), in front of the fake Slurm; the server is a real TCP server on the tunnel port the hub picked
+(where the job's tunnel would put it). Covers submit, poll, stop and the job's end through the gate, the
+gate's refusal as a sentence, and the tunnel port a restarted hub still holds."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import sys
+
+import pytest
+from fake_slurm import FakeSlurm
+from role_files import ROOT, render
+from spawner_harness import NodeServer, new_spawner, run, until
+
+from clusterhub.hub import remote
+from clusterhub.hub.remote import ClusterRemoteSpawner
+
+pytestmark = pytest.mark.usefixtures("alice_is_the_test_runner")
+
+PARTITIONS = [{"name": "hpc", "max_cpus": 2, "max_memory_gb": 4, "max_hours": 12, "max_gpus": 0, "remote": True}]
+PROFILES = [
+    {"slug": "hpc", "display_name": "HPC", "partition": "hpc", "cpus": 1, "memory_gb": 1, "hours": 2, "image": "python"}
+]
+IMAGES = [{"name": "python", "display_name": "Python", "path": "/opt/images/python.sif"}]
+HPC = {"profile": "hpc", "image": "python"}
+BATCH_SCRIPT = (ROOT / "roles/jupyterhub/files/batch_script.sh").read_text()
+
+# the login node's side of `ssh clusterhub-gate@login COMMAND`: hpc-gate itself, as the job account
+SSH = """#!{python}
+import dataclasses, os, pwd, sys, types
+os.environ["SSH_ORIGINAL_COMMAND"] = sys.argv[-1]
+from clusterhub import gate
+config = dataclasses.replace(gate.load_config({conf!r}), job_account="", slurm_bin_dir={bin!r})
+gate.load_config = lambda path=None: config
+me = pwd.getpwuid(os.getuid())
+gate.pwd = types.SimpleNamespace(getpwuid=lambda uid: pwd.struct_passwd(
+    ("jupyterhpc", "x", me.pw_uid, me.pw_gid, "", {home!r}, "/bin/sh")), getpwnam=pwd.getpwnam)
+sys.exit(gate.main([]))
+"""
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+def login(tmp_path, monkeypatch):
+    """The fake login node: hpc-gate (configured as rendered for the lab) in front of the fake Slurm."""
+    slurm = FakeSlurm(tmp_path / "slurm")
+    conf = tmp_path / "hpc-gate.conf"
+    conf.write_text(render("hpc_account", "etc/clusterhub/hpc-gate.conf.j2", "login"))
+    home = tmp_path / "jupyterhpc"
+    home.mkdir()
+    ssh = tmp_path / "ssh"
+    ssh.write_text(SSH.format(python=sys.executable, conf=str(conf), bin=str(slurm.bin), home=str(home)))
+    ssh.chmod(0o755)
+    monkeypatch.setenv("FAKE_SLURM_USER", "jupyterhpc")
+    monkeypatch.setattr(remote, "_HELD_PORTS", set())
+    return slurm, [str(ssh), "clusterhub-gate@login"], home
+
+
+def remote_spawner(db, login, tmp_path, **config) -> ClusterRemoteSpawner:
+    slurm, ssh, _ = login
+    config = {
+        "ssh_command": ssh,
+        "tunnel_ports": free_ports(3),
+        "profiles": PROFILES,
+        "partitions": PARTITIONS,
+        "images": IMAGES,
+        "batch_script": BATCH_SCRIPT,
+        **config,
+    }
+    spawner = new_spawner(db, slurm, tmp_path, spawner_class=ClusterRemoteSpawner, **config)
+    run(spawner.apply_user_options(spawner, HPC))  # a coroutine here (JupyterHub awaits it)
+    return spawner
+
+
+async def start_remote(spawner, slurm, node: NodeServer):
+    """The job runs on rnode1 and its tunnel brings the server to the hub's 127.0.0.1:tunnel_port."""
+    task = asyncio.ensure_future(spawner.start())
+    await until(lambda: spawner.job_id, task=task)
+    slurm.run(spawner.job_id, node="rnode1")
+    node.port = spawner.tunnel_port
+    await node.open()
+    ip, port = await task
+    spawner.server.ip, spawner.server.port = ip, port
+    return ip, port
+
+
+def test_a_remote_server_is_submitted_polled_and_stopped_through_the_gate(db, login, tmp_path):
+    slurm, _, _ = login
+    spawner = remote_spawner(db, login, tmp_path)
+    node = NodeServer()
+    ports = []
+
+    async def scenario():
+        ip, port = await start_remote(spawner, slurm, node)
+        assert (ip, port) == ("127.0.0.1", spawner.tunnel_port)
+        ports.append(port)
+        assert await spawner.poll() is None
+        await spawner.stop()
+        await node.close()
+        return await spawner.poll()
+
+    assert run(scenario()) == 1
+    state_port = ports[0]
+    job = slurm.cancelled[0]
+    info = slurm.jobs[job]
+    assert (info["name"], info["user"]) == ("jupyterhub-alice", "jupyterhpc")
+    script = slurm.script(job)
+    assert f"clusterhub-startjob --tunnel {state_port} /opt/images/python.sif jupyterhub-singleuser" in script
+    assert "export JUPYTERHUB_API_TOKEN=" in script  # the token is in the script, never on a command line
+    # the gate ran each command: sbatch with the job's name, squeue in the one format, scancel of that job
+    tools = [call[0] for call in slurm.calls]
+    assert tools[0] == "sbatch" and "squeue" in tools and tools.count("scancel") == 1
+    assert ["scancel", "--user=jupyterhpc", job] in slurm.calls
+
+
+def test_a_job_ending_early_says_why_from_the_log_the_gate_reads(db, login, tmp_path):
+    slurm, _, home = login
+    spawner = remote_spawner(db, login, tmp_path)
+
+    async def scenario():
+        task = asyncio.ensure_future(spawner.start())
+        await until(lambda: spawner.job_id, task=task)
+        logs = home / ".clusterhub" / "logs"
+        (logs / f"jupyterhub-alice-{spawner.job_id}.log").write_text(
+            "clusterhub: the image /opt/images/python.sif is not on rnode1: ask the administrators to install it\n"
+        )
+        slurm.run(spawner.job_id, node="rnode1")
+        slurm.end(spawner.job_id, "FAILED")
+        return await task
+
+    with pytest.raises(Exception) as raised:
+        run(scenario())
+    message = raised.value.jupyterhub_message
+    # the job may end before or after the hub saw it running: the cause is the log's sentence either way
+    assert re.match(
+        r"Slurm job 100 ended before its server (started|answered): the image /opt/images/python\.sif "
+        r"is not on rnode1: ask the administrators to install it$",
+        message,
+    ), message
+
+
+def test_a_submission_the_login_node_refuses_fails_the_start_with_a_sentence(db, login, tmp_path):
+    slurm, _, _ = login
+    slurm.set_down()  # sbatch fails on the login node
+    spawner = remote_spawner(db, login, tmp_path)
+    with pytest.raises(Exception) as raised:
+        run(spawner.start())
+    message = raised.value.jupyterhub_message
+    assert message.startswith("The HPC login node refused the job (exit 1: "), message
+    assert "Unable to contact slurm controller" in message
+    assert message.endswith("try again later, or tell the administrators if it persists")
+    assert {spawner.tunnel_port} == remote._HELD_PORTS  # until JupyterHub clears the failed server's state
+    spawner.clear_state()
+    assert set() == remote._HELD_PORTS
+
+
+def test_a_restarted_hub_still_holds_the_tunnel_port_of_a_running_server(db, login, tmp_path):
+    slurm, _, _ = login
+    ports = free_ports(2)
+    first = remote_spawner(db, login, tmp_path, tunnel_ports=ports)
+    node = NodeServer()
+
+    async def before():
+        await start_remote(first, slurm, node)
+        await node.close()
+        return first.get_state()
+
+    state = run(before())
+    assert state["tunnel_port"] in ports
+    remote._HELD_PORTS.clear()  # a new hub process
+    restored = remote_spawner(db, login, tmp_path, tunnel_ports=ports)
+    restored.load_state(state)
+    other = remote_spawner(db, login, tmp_path, tunnel_ports=ports)
+    # the other server gets the other port, though nothing listens on the restored one while its tunnel is down
+    assert other._fresh_port() == next(p for p in ports if p != state["tunnel_port"])
+    with pytest.raises(Exception) as raised:
+        remote_spawner(db, login, tmp_path, tunnel_ports=ports)._fresh_port()
+    assert "All 2 tunnel ports of the hub are in use" in raised.value.jupyterhub_message
