@@ -14,10 +14,12 @@ from jupyterhub import orm
 
 
 @pytest.fixture
-def alice_is_the_test_runner(monkeypatch):
-    """pwd.getpwnam("alice") is the current account (batchspawner's suite does the same)."""
+def alice_is_the_test_runner(monkeypatch, tmp_path):
+    """pwd.getpwnam("alice") is the current account, with the test's tmp_path as home (batchspawner's suite
+    maps every name to the current account the same way)."""
     mine = pwd.getpwnam(getpass.getuser())
-    monkeypatch.setattr(pwd, "getpwnam", lambda name: mine)
+    alice = pwd.struct_passwd((*mine[:5], str(tmp_path), mine.pw_shell))
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: alice)
 
 
 @pytest.fixture

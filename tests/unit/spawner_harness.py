@@ -11,6 +11,7 @@ from fake_slurm import FakeSlurm
 from jupyterhub import orm
 from jupyterhub.objects import Hub, Server
 from jupyterhub.user import User
+from traitlets.config import Config
 
 from clusterhub.hub.spawner import ClusterSlurmSpawner
 
@@ -43,19 +44,21 @@ class NodeServer:
         await self.server.wait_closed()
 
 
-def new_spawner(db, slurm: FakeSlurm, tmp_path, spawner_class=ClusterSlurmSpawner, **config) -> ClusterSlurmSpawner:
-    """A spawner as jupyterhub_config.py configures it, with the fake Slurm's commands and no sudo."""
+# the form's settings: jupyterhub_config.py sets them on the dispatcher and on each child class
+FORM_KEYS = frozenset({"profiles", "partitions", "images", "allow_custom", "maintenance_file"})
+
+
+def new_spawner(db, slurm: FakeSlurm, tmp_path, spawner_class=ClusterSlurmSpawner, **settings) -> ClusterSlurmSpawner:
+    """A spawner configured as jupyterhub_config.py configures it (traitlets config by class: the dispatcher's
+    children read theirs from it too), with the fake Slurm's commands and no sudo."""
     user = User(db.query(orm.User).filter_by(name="alice").one(), {})
-    config = {
-        "hub": Hub(),
-        "user": user,
+    settings = {
         "cmd": ["jupyterhub-singleuser"],
         "exec_prefix": "",
         "batch_submit_cmd": f"{slurm.bin}/sbatch --parsable",
         "batch_cancel_cmd": f"{slurm.bin}/scancel {{job_id}}",
         "squeue_command": [str(slurm.bin / "squeue")],
         "job_log_command": ["cat", "--", "{log}"],
-        "req_homedir": str(tmp_path),
         "profiles": PROFILES,
         "partitions": PARTITIONS,
         "images": [],
@@ -63,9 +66,11 @@ def new_spawner(db, slurm: FakeSlurm, tmp_path, spawner_class=ClusterSlurmSpawne
         "startup_poll_interval": 0.05,
         "squeue_max_age": 0.0,
         "poll_interval": 1,
-        **config,
+        **settings,
     }
-    spawner = user._new_spawner("", spawner_class=spawner_class, **config)
+    form = {k: v for k, v in settings.items() if k in FORM_KEYS}
+    config = Config({"ClusterSpawner": form, "ClusterDockerSpawner": form, "ClusterSlurmSpawner": settings})
+    spawner = user._new_spawner("", spawner_class=spawner_class, hub=Hub(), user=user, config=config)
     spawner.server = record(db)
     return spawner
 

@@ -177,3 +177,40 @@ def test_maintenance_refuses_a_start_before_anything_is_submitted(db, slurm, tmp
     assert raised.value.status_code == 503
     assert "maintenance until 18:00" in raised.value.log_message
     assert slurm.calls == []
+
+
+def test_the_dispatcher_persists_the_childs_kind_and_a_restarted_hub_polls_the_same_job(db, slurm, tmp_path, caplog):
+    from clusterhub.hub.dispatch import ClusterSpawner  # noqa: PLC0415 - imports the Docker child's modules too
+
+    first = new_spawner(db, slurm, tmp_path, spawner_class=ClusterSpawner)
+    node = NodeServer()
+
+    async def before():
+        await first.apply_user_options(first, SMALL)
+        assert first.kind == "slurm"
+        task = asyncio.ensure_future(first.start())
+        await until(lambda: first.child.job_id, task=task)
+        slurm.run(first.child.job_id)
+        first.port = await node.open()  # batchspawner's API handler sets the port on the spawner JupyterHub knows
+        ip, port = await task
+        first.server.ip, first.server.port = ip, port
+        await node.close()
+        return first.get_state(), (ip, port)
+
+    state, (ip, port) = run(before())
+    assert state["kind"] == "slurm" and state["child"]["job_id"] == "100"
+    second = new_spawner(db, slurm, tmp_path, spawner_class=ClusterSpawner)
+    second.load_state(state)
+    second.server = record(db, ip, port)
+    assert type(second.child).__name__ == "ClusterSlurmSpawner" and second.child.job_id == "100"
+
+    async def after():
+        await node.open()
+        assert await second.poll() is None
+        await node.close()
+        assert await second.poll() is None
+        return await second.poll()
+
+    caplog.set_level(logging.WARNING)
+    assert run(after()) == 1
+    assert slurm.cancelled == ["100"]
