@@ -41,7 +41,7 @@ browser:
 lab: venv host
 	ansible-playbook playbooks/lab/create.yml
 	ansible-playbook playbooks/site.yml
-	python lab/health.py
+	python -m lab.health
 	@bash lab/summary.sh
 
 lab-down: venv host
@@ -81,11 +81,11 @@ test: venv
 	@bash tools/phases.sh lint unit integration molecule
 
 bench: venv host
-	python bench/lab.py
-	python bench/spawn.py
-	python bench/overlay.py
-	python bench/remote.py
-	python bench/start_failure.py
+	python -m bench.lab
+	python -m bench.spawn
+	python -m bench.overlay
+	python -m bench.remote
+	python -m bench.start_failure
 
 clean: lab-down
 	rm -rf $(VENV) .cache

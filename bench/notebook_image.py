@@ -78,8 +78,7 @@ def playbook(tmp: Path, tasks: list[dict]) -> tuple[list[dict], float, list[floa
 
 def module_logic_seconds(spec: dict, repeat: int) -> float:
     """The module's own no-change work (validate, render, hash, inspect base and image), without Ansible."""
-    sys.path.insert(0, str(ROOT / "module_utils"))
-    import clusterhub_image as ci  # noqa: PLC0415
+    from module_utils import clusterhub_image as ci  # noqa: PLC0415 - run as `python -m bench.notebook_image`
 
     def run(argv, cwd=None):
         proc = subprocess.run(

@@ -23,9 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+from tests.lab.hubclient import Hub, lab_certificate  # run as `python -m bench.remote` from the checkout
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "lab"))
-from hubclient import Hub, lab_certificate  # noqa: E402
+
 
 PREFIX = os.environ.get("CLUSTERHUB_LAB_PREFIX", "chlab")
 WRAPPER = "/usr/local/bin/clusterhub-startjob"

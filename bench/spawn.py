@@ -20,9 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+from tests.lab.hubclient import Hub, lab_certificate  # run as `python -m bench.spawn` from the checkout
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "lab"))
-from hubclient import Hub, lab_certificate  # noqa: E402
+
 
 PREFIX = os.environ.get("CLUSTERHUB_LAB_PREFIX", "chlab")
 DROPIN = "/etc/jupyterhub/jupyterhub_config.d/90-bench-stock.py"

@@ -17,11 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench.spawn import sh, use_stock  # run as `python -m bench.start_failure` from the checkout
+from tests.lab.hubclient import Hub, StartFailed, lab_certificate
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "lab"))
-sys.path.insert(0, str(ROOT / "bench"))
-from hubclient import Hub, StartFailed, lab_certificate  # noqa: E402
-from spawn import sh, use_stock  # noqa: E402
+
 
 CONFIG = "/home/bob/.jupyter/jupyter_server_config.py"
 CAUSE = "port_retries"

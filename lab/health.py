@@ -11,9 +11,10 @@ from pathlib import Path
 
 import yaml
 
+from tests.lab.hubclient import Hub, lab_certificate  # run as `python -m lab.health` from the checkout
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "lab"))
-from hubclient import Hub, lab_certificate  # noqa: E402
+
 
 GROUP_VARS = ROOT / "inventories" / "lab" / "group_vars" / "all"
 USER = "alice"

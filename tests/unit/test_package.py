@@ -84,9 +84,9 @@ def test_the_nodes_tools_are_the_packages_own_files(role_file):
     assert not [m for m in imports if m.split(".")[0] in {"clusterhub", "jupyterhub", "tornado", "traitlets"}]
 
 
-def test_no_test_or_plugin_edits_sys_path_or_loads_a_module_from_its_file():
+def test_no_test_bench_or_plugin_edits_sys_path_or_loads_a_module_from_its_file():
     offenders = []
-    for folder in ("tests", "filter_plugins", "library", "module_utils", "src"):
+    for folder in ("tests", "bench", "lab", "filter_plugins", "library", "module_utils", "src"):
         for path in (ROOT / folder).rglob("*.py"):
             text = path.read_text()
             if path.name == Path(__file__).name:
