@@ -131,9 +131,6 @@ def slurm_node_list(computes, hostvars, reserved_mb=1024) -> list[dict]:
     return result
 
 
-HUB_KEYS = ("max_cpus", "max_memory_gb", "max_hours", "max_gpus", "remote", "run_as")
-
-
 def slurm_hub_partitions(partitions) -> list[dict]:
     """jupyterhub_partitions derived from slurm_partitions: each entry with a `hub` block of limits, in order."""
     return [{"name": p["name"], **dict(p["hub"])} for p in (partitions or []) if p.get("hub")]

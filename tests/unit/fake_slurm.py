@@ -108,15 +108,15 @@ class FakeSlurm:
             yield state
             self._write(state)
 
-    def _update(self, job: str, **changes) -> None:
+    def update(self, job: str, **changes) -> None:
         with self._state() as state:
             state["jobs"][job].update(changes)
 
     def run(self, job: str, node: str = "127.0.0.1") -> None:
-        self._update(job, state="RUNNING", node=node, reason="None")
+        self.update(job, state="RUNNING", node=node, reason="None")
 
     def end(self, job: str, state: str = "COMPLETED") -> None:
-        self._update(job, state=state)
+        self.update(job, state=state)
 
     def set_down(self, down: bool = True) -> None:
         with self._state() as state:

@@ -83,6 +83,16 @@ def record(db, ip: str = "", port: int = 0) -> Server:
     return Server(orm_server=server)
 
 
+async def polls_until_lost(spawner, node: NodeServer):
+    """Polls while the node's server answers (kept), then after it stops answering: None, None, then the
+    poll's verdict (1 when the node counts as lost after the spawner's 2 unanswered polls)."""
+    await node.open()  # the server still runs on its port: polls keep it
+    assert await spawner.poll() is None
+    await node.close()
+    assert await spawner.poll() is None
+    return await spawner.poll()
+
+
 def run(coro, timeout: float = 20):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 

@@ -106,7 +106,7 @@ def test_the_hub_reads_exactly_what_the_gate_prints_for_every_command(
     slurm.run(job, node="rnode1")
     # a job of another program on the same account: never the hub's
     other = through_gate(submit_argv(SSH, config.job_name), config, home, capfd, stdin=b"#!/bin/sh\n")
-    slurm._update(parse_job_id(other), name="someone-elses")
+    slurm.update(parse_job_id(other), name="someone-elses")
     # squeue: each field as Slurm had it, nothing else
     out = through_gate(squeue_argv(SSH), config, home, capfd)
     jobs = parse_squeue(out)

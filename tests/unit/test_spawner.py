@@ -11,7 +11,7 @@ import logging
 
 import pytest
 from fake_slurm import FakeSlurm
-from spawner_harness import SMALL, NodeServer, new_spawner, record, run, until
+from spawner_harness import SMALL, NodeServer, new_spawner, polls_until_lost, record, run, until
 
 pytestmark = pytest.mark.usefixtures("alice_is_the_test_runner")
 
@@ -124,15 +124,8 @@ def test_a_node_lost_after_a_hub_restart_is_still_found_from_the_stored_record(d
     assert second.port == 0 and second.ip != ip  # its own values are the defaults again
     assert second.node_address == "127.0.0.1"
 
-    async def after_restart():
-        await node.open()  # the server still runs on its port: polls keep it
-        assert await second.poll() is None
-        await node.close()
-        assert await second.poll() is None
-        return await second.poll()
-
     caplog.set_level(logging.WARNING)
-    assert run(after_restart()) == 1
+    assert run(polls_until_lost(second, node)) == 1
     assert f"Server of alice (job {state['job_id']}) did not accept connections 2 polls in a row" in caplog.text
     assert slurm.cancelled == [state["job_id"]]
 
@@ -204,13 +197,6 @@ def test_the_dispatcher_persists_the_childs_kind_and_a_restarted_hub_polls_the_s
     second.server = record(db, ip, port)
     assert type(second.child).__name__ == "ClusterSlurmSpawner" and second.child.job_id == "100"
 
-    async def after():
-        await node.open()
-        assert await second.poll() is None
-        await node.close()
-        assert await second.poll() is None
-        return await second.poll()
-
     caplog.set_level(logging.WARNING)
-    assert run(after()) == 1
+    assert run(polls_until_lost(second, node)) == 1
     assert slurm.cancelled == ["100"]
