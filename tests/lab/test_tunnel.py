@@ -1,8 +1,10 @@
 """Remote HPC mode over real SSH (playbooks/remote.yml: roles hpc_account on login, tunnel_user on hub).
 
 The hub submits as clusterhub-gate@login through hpc-gate; a job on the HPC side tunnels back to the hub
-as tunnelbot. Slurm need not be installed: where it is not, an accepted command ends in hpc-gate's
-"<tool> not found" (exit 127), which a refused one never reaches (exit 2).
+as tunnelbot, with the key the hub made for that server. Here the tests make and publish such keys the way
+the hub does (clusterhub.tunnel_keys in the hub's venv, as the hub's user): `job_key` for the notebook port
+below, `other_job_key` for the port of another server. Slurm need not be installed: where it is not, an
+accepted command ends in hpc-gate's "<tool> not found" (exit 127), which a refused one never reaches (exit 2).
 """
 
 from __future__ import annotations
@@ -21,15 +23,24 @@ HUB_SSH = (
     f" -o StrictHostKeyChecking=yes -o UserKnownHostsFile={HUB_KEY}_known_hosts -o ConnectTimeout=10"
 )
 HPC_HOME = "/home/jupyterhpc"
-# what a job runs (as the HPC account) to open its tunnels
-TUNNEL_SSH = (
-    f"runuser -u jupyterhpc -- ssh -i {HPC_HOME}/.ssh/tunnel_key -o IdentitiesOnly=yes -o BatchMode=yes"
+# the job's key (made as the hub makes one per server) in a directory of the job account's
+KEYS = "/tmp/chtun-keys"
+# what a job runs (as the HPC account) to open its tunnels with the key made for the port NAME
+SSH_AS_JOB = (
+    "runuser -u jupyterhpc -- ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes"
     f" -o StrictHostKeyChecking=yes -o UserKnownHostsFile={HPC_HOME}/.ssh/tunnel_known_hosts"
     " -o ExitOnForwardFailure=yes -o ConnectTimeout=10"
 )
+TUNNEL_SSH = SSH_AS_JOB.format(key=f"{KEYS}/job")
+OTHER_JOB_SSH = SSH_AS_JOB.format(key=f"{KEYS}/other")
+UNPUBLISHED_SSH = SSH_AS_JOB.format(key=f"{KEYS}/unpublished")
+# where the hub publishes the public halves (tunnel_user_keys_dir), and how it does it
+HUB_KEYS = "/var/lib/clusterhub-tunnel-keys"
+HUB_PYTHON = "runuser -u jupyterhub -- /opt/jupyterhub/bin/python -I -c"
 SQUEUE = "squeue -h --name jupyterhub -o '%i|%T|%B|%r|%u|%P|%j'"  # hpc_account_squeue_format
 # in the tunnel account's ports (tunnel_user_listen_ports: 47000-47999 by default)
 NOTEBOOK_PORT = 47888
+OTHER_PORT = 47889  # another server's
 # the lab's hub API (tunnel_user_api_port: the hub serves its API on port 8081)
 API_PORT = 8081
 
@@ -56,6 +67,30 @@ def banner(host, port: int) -> str:
         "    pass"
     )
     return host.run("python3 -c %s %s", code, str(port)).stdout
+
+
+def publish(hub, port: int, public: str) -> None:
+    code = f"from clusterhub import tunnel_keys; tunnel_keys.publish({HUB_KEYS!r}, {port}, {public!r})"
+    hub.check_output(f"{HUB_PYTHON} {shlex.quote(code)}")
+
+
+def withdraw(hub, port: int) -> None:
+    code = f"from clusterhub import tunnel_keys; tunnel_keys.withdraw({HUB_KEYS!r}, {port})"
+    hub.check_output(f"{HUB_PYTHON} {shlex.quote(code)}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def job_keys(hub, login):
+    """Keys as the hub makes them for two servers (NOTEBOOK_PORT, OTHER_PORT), and one it never published."""
+    login.check_output(f"rm -rf {KEYS} && install -d -o jupyterhpc -m 0700 {KEYS}")
+    for name, port in (("job", NOTEBOOK_PORT), ("other", OTHER_PORT), ("unpublished", None)):
+        login.check_output(f"runuser -u jupyterhpc -- ssh-keygen -q -t ed25519 -N '' -C {name} -f {KEYS}/{name}")
+        if port:
+            publish(hub, port, " ".join(login.check_output(f"cat {KEYS}/{name}.pub").split()[:2]))
+    yield
+    for port in (NOTEBOOK_PORT, OTHER_PORT):
+        withdraw(hub, port)
+    login.run(f"rm -rf {KEYS}")
 
 
 def assert_forwards_refused(client, ssh: str, targets: list[str], local_port: int) -> None:
@@ -165,6 +200,43 @@ def test_tunnelbot_may_listen_only_on_its_port_range(hub, login, port):
     assert '"version"' in http_get(hub, f"http://127.0.0.1:{API_PORT}/hub/api")
 
 
+@pytest.mark.security
+def test_a_jobs_key_may_not_listen_on_another_servers_port_even_while_it_is_free(hub, login, web_servers):
+    # the other server's tunnel is down (reconnecting): its hub port is free, yet this job's key cannot take it
+    assert not listening(hub, OTHER_PORT)
+    result = login.run(f"timeout 30 {TUNNEL_SSH} -N -R 127.0.0.1:{OTHER_PORT}:127.0.0.1:{NOTEBOOK_PORT} tunnelbot@hub")
+    assert result.rc == 255
+    assert "remote port forwarding failed" in result.stderr
+    # nor can the other server's key take this job's port; each key opens its own port alone
+    result = login.run(
+        f"timeout 30 {OTHER_JOB_SSH} -N -R 127.0.0.1:{NOTEBOOK_PORT}:127.0.0.1:{NOTEBOOK_PORT} tunnelbot@hub"
+    )
+    assert result.rc == 255
+    assert "remote port forwarding failed" in result.stderr
+    pid = background(
+        login, f"{OTHER_JOB_SSH} -N -R 127.0.0.1:{OTHER_PORT}:127.0.0.1:{NOTEBOOK_PORT} tunnelbot@hub", "other-own"
+    )
+    try:
+        wait_for(lambda: listening(hub, OTHER_PORT), timeout=30, what="the other key's -R on its own port")
+    finally:
+        stop(login, pid)
+
+
+@pytest.mark.security
+def test_a_key_the_hub_did_not_publish_or_withdrew_is_refused(hub, login):
+    result = login.run(f"timeout 30 {UNPUBLISHED_SSH} -N tunnelbot@hub")
+    assert result.rc == 255
+    assert "Permission denied (publickey)" in result.stderr
+    # a stopped server's key (withdrawn by the hub): its job cannot open a tunnel again
+    withdraw(hub, OTHER_PORT)
+    try:
+        result = login.run(f"timeout 30 {OTHER_JOB_SSH} -N tunnelbot@hub")
+        assert result.rc == 255
+        assert "Permission denied (publickey)" in result.stderr
+    finally:
+        publish(hub, OTHER_PORT, " ".join(login.check_output(f"cat {KEYS}/other.pub").split()[:2]))
+
+
 def test_the_tunnels_check_the_hubs_host_key(hub, login):
     # the hub's container name: it reaches the hub, but is not one of the names the jobs use
     result = login.run(f"{TUNNEL_SSH} -N tunnelbot@{PREFIX}-hub")
@@ -172,19 +244,22 @@ def test_the_tunnels_check_the_hubs_host_key(hub, login):
     assert "Host key verification failed" in result.stderr
 
 
-def test_the_tunnel_private_key_is_only_on_the_hpc_side(hub, login):
-    key = login.file(f"{HPC_HOME}/.ssh/tunnel_key")
-    # the lab's users have HPC accounts of their own too (hpc_account_users_group): their jobs read the key,
-    # root's and hpcusers', through jupyterhpc's home and ~/.ssh, which they can pass but not list
-    assert (key.user, key.group, key.mode) == ("root", "hpcusers", 0o640)
+def test_no_shared_tunnel_key_is_left_and_only_the_hub_publishes_keys(hub, login):
+    # the one key every job shared in earlier versions is gone from the HPC side, and so is its authorization
+    assert not login.exists(f"{HPC_HOME}/.ssh/tunnel_key") and not login.exists(f"{HPC_HOME}/.ssh/tunnel_key.pub")
+    assert not hub.exists("/etc/ssh/clusterhub_authorized_keys/tunnelbot")
+    # the lab's users have HPC accounts of their own too (hpc_account_users_group): their jobs read the hub's
+    # host keys through jupyterhpc's home and ~/.ssh, which they can pass but not list
     for directory in (HPC_HOME, f"{HPC_HOME}/.ssh"):
         assert login.file(directory).mode == 0o710 and login.file(directory).group == "hpcusers"
     assert login.run("runuser -u bob -- ls /home/jupyterhpc").rc != 0
-    assert login.run("runuser -u labadmin -- cat /home/jupyterhpc/.ssh/tunnel_key").rc != 0, "not a member"
     assert login.run("runuser -u bob -- ls /home/jupyterhpc/.clusterhub").rc != 0
-    body = login.check_output(f"awk '{{print $2}}' {HPC_HOME}/.ssh/tunnel_key.pub")
-    assert hub.run(f"grep -rl {body} /etc/ssh/clusterhub_authorized_keys").stdout.strip()
-    assert hub.run("find / -xdev -name 'tunnel_key*' -print -quit").stdout == ""
+    # only the hub's user writes the published keys; sshd's keys command runs as an account of its own
+    keys = hub.file(HUB_KEYS)
+    assert (keys.user, keys.mode) == ("jupyterhub", 0o755)
+    for account in ("tunnelbot", "clusterhub-keys"):
+        assert hub.run(f"runuser -u {account} -- touch {HUB_KEYS}/47000.pub").rc != 0
+    assert not hub.exists(f"{HUB_KEYS}/47000.pub")
 
 
 @pytest.mark.parametrize(

@@ -59,13 +59,18 @@ def host_variables(role: str, host: str, inventory: str = "lab", extra: dict | N
 
 def render(role: str, template: str, host: str, inventory: str = "lab", extra: dict | None = None) -> str:
     """roles/ROLE/templates/TEMPLATE rendered through Ansible's templar for `host` of `inventory`."""
+    return render_text(role, (ROOT / "roles" / role / "templates" / template).read_text(), host, inventory, extra)
+
+
+def render_text(role: str, text: str, host: str, inventory: str = "lab", extra: dict | None = None) -> str:
+    """text (a task's `content:`, say) rendered through Ansible's templar as a play of `role` on `host` would."""
     from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
     from ansible.plugins.loader import init_plugin_loader  # noqa: PLC0415
     from ansible.template import Templar  # noqa: PLC0415
 
     init_plugin_loader()
     engine = Templar(loader=DataLoader(), variables=host_variables(role, host, inventory, extra))
-    return engine.template(trust_as_template((ROOT / "roles" / role / "templates" / template).read_text()))
+    return engine.template(trust_as_template(text))
 
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

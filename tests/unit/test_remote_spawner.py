@@ -2,20 +2,24 @@
 clusterhub.gate as the HPC login would (SSH_ORIGINAL_COMMAND, hpc-gate.conf as the hpc_account role renders
 it for the lab), in front of the fake Slurm; the server is a real TCP server on the tunnel port the hub picked
 (where the job's tunnel would put it). Covers submit, poll, stop and the job's end through the gate, the
-gate's refusal as a sentence, and the tunnel port a restarted hub still holds."""
+gate's refusal as a sentence, the tunnel port a restarted hub still holds, and each server's own tunnel key."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import shlex
 import socket
+import subprocess
 import sys
+import tempfile
 
 import pytest
 from fake_slurm import FakeSlurm
 from role_files import ROOT, render
 from spawner_harness import NodeServer, new_spawner, run, until
 
+from clusterhub import tunnel_keys
 from clusterhub.hub import remote
 from clusterhub.hub.remote import ClusterRemoteSpawner
 
@@ -71,9 +75,12 @@ def login(tmp_path, monkeypatch):
 
 def remote_spawner(db, login, tmp_path, **config) -> ClusterRemoteSpawner:
     slurm, ssh, _ = login
+    keys = tmp_path / "tunnel-keys"
+    keys.mkdir(exist_ok=True)
     config = {
         "ssh_command": ssh,
         "tunnel_ports": free_ports(3),
+        "tunnel_keys_dir": str(keys),
         "profiles": PROFILES,
         "partitions": PARTITIONS,
         "images": IMAGES,
@@ -189,3 +196,76 @@ def test_a_restarted_hub_still_holds_the_tunnel_port_of_a_running_server(db, log
     with pytest.raises(Exception) as raised:
         remote_spawner(db, login, tmp_path, tunnel_ports=ports)._fresh_port()
     assert "All 2 tunnel ports of the hub are in use" in raised.value.jupyterhub_message
+
+
+def exported(script: str, name: str) -> str:
+    """The value the job script exports as name (the shell's quoting undone)."""
+    marker = f"export {name}="
+    assert marker in script, f"the script exports no {name}"
+    return shlex.split(script[script.index(marker) + len(marker) :])[0]
+
+
+def public_half(private: str, tmp_path) -> str:
+    key = tmp_path / "job-key"
+    key.write_text(private)
+    key.chmod(0o600)
+    return " ".join(subprocess.check_output(["ssh-keygen", "-y", "-f", str(key)], text=True).split()[:2])
+
+
+def test_each_server_gets_a_tunnel_key_of_its_own_for_its_port_alone(db, login, tmp_path, monkeypatch):
+    slurm, _, _ = login
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where ssh-keygen writes the pair
+    ports = free_ports(3)
+    first = remote_spawner(db, login, tmp_path, tunnel_ports=ports)
+    second = remote_spawner(db, login, tmp_path, tunnel_ports=ports)
+    keys = tmp_path / "tunnel-keys"
+
+    async def scenario():
+        for spawner in (first, second):
+            await start_remote(spawner, slurm, NodeServer())
+
+    run(scenario())
+    scripts = [slurm.script(spawner.job_id) for spawner in (first, second)]
+    privates = [exported(script, tunnel_keys.JOB_VARIABLE) for script in scripts]
+    assert privates[0] != privates[1]
+    # the hub published exactly the public half of each job's key, under that server's port
+    for spawner, private in zip((first, second), privates, strict=True):
+        published = (keys / f"{spawner.tunnel_port}.pub").read_text().strip()
+        assert published == public_half(private, tmp_path)
+    assert sorted(p.name for p in keys.iterdir()) == sorted(f"{s.tunnel_port}.pub" for s in (first, second))
+    # sshd is told: this key may listen on its own port alone
+    config = {"user": "tunnelbot", "dir": str(keys), "from": ["10.0.0.0/8"], "api_port": 8081, "ports": [[1, 65535]]}
+    lines = {line.split()[-1]: line for line in tunnel_keys.authorized_lines(config)}
+    for spawner, private in zip((first, second), privates, strict=True):
+        line = lines[public_half(private, tmp_path).split()[1]]
+        assert f'permitlisten="127.0.0.1:{spawner.tunnel_port}",' in line and line.count("permitlisten") == 1
+    # nothing of the private half is kept by the hub: not in the server's state, not on disk
+    assert tunnel_keys.JOB_VARIABLE not in str(first.get_state()) and "PRIVATE KEY" not in str(first.get_state())
+    leftovers = [
+        p
+        for p in tmp_path.rglob("*")
+        if p.is_file() and "PRIVATE KEY" in _text(p) and "slurm" not in p.relative_to(tmp_path).parts
+    ]
+    assert leftovers == [tmp_path / "job-key"]  # the test's own copy; Slurm keeps the script, as with the token
+    # a stopped server's key is withdrawn: its job (or one that outlived it) cannot open the port again
+    first_port = first.tunnel_port
+    run(first.stop())
+    first.clear_state()
+    assert not (keys / f"{first_port}.pub").exists()
+    assert (keys / f"{second.tunnel_port}.pub").exists()
+
+
+def _text(path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_a_hub_without_a_keys_directory_refuses_the_start_before_any_job(db, login, tmp_path):
+    slurm, _, _ = login
+    spawner = remote_spawner(db, login, tmp_path, tunnel_keys_dir="")
+    with pytest.raises(Exception) as raised:
+        run(spawner.start())
+    assert "tunnel_keys_dir" in str(raised.value.jupyterhub_message) and not slurm.jobs

@@ -6,17 +6,22 @@ account's ports (tunnel_ports: the only ones its -R may listen on) on its own lo
 submitting; the job's wrapper (clusterhub-startjob --tunnel PORT) opens SSH tunnels back to the hub's
 tunnel account that make the server appear at 127.0.0.1:PORT here and bring the hub API to the job.
 So the server's address is always 127.0.0.1, whatever node runs it, and the port is known before the
-job starts (nothing needs to report it).
+job starts (nothing needs to report it). Each server's job gets a tunnel key of its own (tunnel_keys.py):
+its private half travels in the job script, like the API token, and the hub's sshd accepts its public half
+for a -R on that server's port alone, so no other job can take the port while this server's tunnel is
+being opened again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 
 from tornado import web
 from traitlets import Dict, Integer, List, Unicode, default
 
+from .. import tunnel_keys
 from ..protocol import REMOTE_JOB_LOG_DIR
 from .job_end import cause
 from .remote_job import (
@@ -73,6 +78,10 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
     tunnel_port = Integer(0, help="The hub's loopback port of the current server's tunnel")
     tunnel_ports = List(
         Integer(), help="The ports the tunnel account may listen on (tunnel_user_listen_ports): each server gets one"
+    ).tag(config=True)
+    tunnel_keys_dir = Unicode(
+        "",
+        help="Where the hub publishes each server's tunnel key for sshd (tunnel_user_keys_dir): <port>.pub",
     ).tag(config=True)
     hpc_user = Unicode("", help="The user's own HPC account the current job runs as (run_as: user); empty: the hub's")
     hpc_user_map = Dict(
@@ -142,7 +151,10 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
         subvars["cmd"] = self.cmd_formatted_for_batch()
         subvars.update(self.user_options)
         subvars["tunnel_port"] = self.port
-        subvars["remote_env"] = env_exports(self.get_env(), self.job_environment)
+        private_key = await self._tunnel_key()
+        subvars["remote_env"] = env_exports(
+            self.get_env(), {**self.job_environment, tunnel_keys.JOB_VARIABLE: private_key}
+        )
         script = await self._get_batch_script(**subvars)
         self.hpc_user = hpc_user(self.req_partition, self.partitions, self.user.name, self.hpc_user_map)
         argv = submit_argv(self.ssh_command, self.req_job_name, self.hpc_user)
@@ -163,6 +175,25 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
         self.job_id = parse_job_id(out)
         self.log.info("Server of %s: job %s submitted", self.user.name, self.job_id)
         return self.job_id
+
+    async def _tunnel_key(self) -> str:
+        """A fresh key pair for this server's tunnel: the public half published for sshd (a -R on this
+        server's port alone), the private half returned for the job script; nothing of it kept on disk."""
+        if not self.tunnel_keys_dir:
+            raise start_failed(
+                "The hub has no directory for the servers' tunnel keys (ClusterRemoteSpawner.tunnel_keys_dir); "
+                "tell the administrators"
+            )
+        comment = f"clusterhub tunnel of {self.user.name} on port {self.port}"
+        try:
+            private, public = await asyncio.to_thread(tunnel_keys.generate, comment)
+            tunnel_keys.publish(self.tunnel_keys_dir, self.port, public)
+        except (OSError, ValueError, subprocess.CalledProcessError) as e:
+            self.log.error("Tunnel key for the server of %s: %s", self.user.name, e)
+            raise start_failed(
+                "The hub could not make a tunnel key for your server; try again, or tell the administrators"
+            ) from None
+        return private
 
     async def cancel_batch_job(self):
         self.log.info("Cancelling job %s of %s", self.job_id, self.user.name)
@@ -189,6 +220,12 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
 
     def clear_state(self):
         super().clear_state()
+        if self.tunnel_port and self.tunnel_keys_dir:
+            # the job's key may not open the port again (a job that outlived its server included)
+            try:
+                tunnel_keys.withdraw(self.tunnel_keys_dir, self.tunnel_port)
+            except OSError as e:
+                self.log.error("Withdrawing the tunnel key of port %s failed: %s", self.tunnel_port, e)
         _HELD_PORTS.discard(self.tunnel_port)
         self.tunnel_port = 0
         self.hpc_user = ""

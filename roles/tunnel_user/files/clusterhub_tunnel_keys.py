@@ -1,0 +1,1 @@
+../../../src/clusterhub/tunnel_keys.py
