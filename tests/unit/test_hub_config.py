@@ -84,7 +84,7 @@ def test_one_origin_per_server_only_when_asked():
     ids=["off", "on", "on-host-already-named"],
 )
 def test_self_signed_certificate_names(extra_vars, names):
-    """The names tasks/tls.yml puts in the self-signed certificate: the host and its wildcard when on."""
+    """The self-signed certificate's names (passed to tls_certificate): the host and its wildcard when on."""
     engine = Templar(loader=DataLoader(), variables=hub_variables(extra_vars))
     assert engine.template(trust_as_template("{{ __jupyterhub_tls_dns_names }}")) == names
 
