@@ -161,20 +161,53 @@ def test_a_stop_cancels_the_job_and_waits_for_it_to_leave_the_queue(db, slurm, t
     assert [c[0] for c in slurm.calls].count("sbatch") == 1
 
 
-def test_maintenance_refuses_a_start_before_anything_is_submitted(db, slurm, tmp_path):
+def dispatcher_class():
+    from clusterhub.hub.dispatch import ClusterSpawner  # noqa: PLC0415 - imports the Docker child's modules too
+
+    return ClusterSpawner
+
+
+@pytest.mark.parametrize("dispatched", [False, True], ids=["slurm", "dispatcher"])
+def test_maintenance_refuses_a_start_before_anything_is_submitted(db, slurm, tmp_path, dispatched):
     (tmp_path / "maintenance").write_text("The cluster is down for maintenance until 18:00; try again then.\n")
-    spawner = new_spawner(db, slurm, tmp_path)
-    spawner.apply_user_options(spawner, SMALL)
+    kind = {"spawner_class": dispatcher_class()} if dispatched else {}
+    spawner = new_spawner(db, slurm, tmp_path, **kind)
+
+    async def start():
+        await spawner._run_apply_user_options(SMALL)  # a valid request: only the switch stops it
+        await spawner.start()
+
     with pytest.raises(Exception) as raised:
-        run(spawner.start())
+        run(start())
     assert raised.value.status_code == 503
     assert "maintenance until 18:00" in raised.value.log_message
     assert slurm.calls == []
 
 
-def test_the_dispatcher_persists_the_childs_kind_and_a_restarted_hub_polls_the_same_job(db, slurm, tmp_path, caplog):
-    from clusterhub.hub.dispatch import ClusterSpawner  # noqa: PLC0415 - imports the Docker child's modules too
+def test_the_slurm_spawner_and_the_dispatcher_show_one_form_with_the_switchs_notice(db, slurm, tmp_path):
+    (tmp_path / "maintenance").write_text("Back at <18:00>.\n")
+    plain = new_spawner(db, slurm, tmp_path)
+    dispatcher = new_spawner(db, slurm, tmp_path, spawner_class=dispatcher_class())
+    form = plain.options_form(plain)
+    assert form.startswith('<div class="alert alert-warning" role="alert">Back at &lt;18:00&gt;.</div>')
+    assert 'value="small" checked' in form and 'name="partition"' in form
+    # the same settings give the same form: without Docker settings the dispatcher offers nothing more
+    assert dispatcher.options_form(dispatcher) == form
+    (tmp_path / "maintenance").unlink()
+    assert "alert" not in plain.options_form(plain) and "alert" not in dispatcher.options_form(dispatcher)
+    # the dispatcher's Docker settings add the Docker host's choices; the Slurm spawner has none
+    dispatcher.profiles = [*dispatcher.profiles, {"slug": "box", "kind": "docker", "cpus": 2, "memory_gb": 4}]
+    dispatcher.docker_images = [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]
+    dispatcher.host_gpus = 2
+    docker_form = dispatcher.options_form(dispatcher)
+    assert 'name="docker_image"' in docker_form and 'name="docker_gpus"' in docker_form
+    # both read the form's fields back as single values, checked by apply_user_options
+    fields = {"profile": ["small"], "image": [""]}
+    assert plain.options_from_form(fields) == dispatcher.options_from_form(fields) == {"profile": "small", "image": ""}
 
+
+def test_the_dispatcher_persists_the_childs_kind_and_a_restarted_hub_polls_the_same_job(db, slurm, tmp_path, caplog):
+    ClusterSpawner = dispatcher_class()
     first = new_spawner(db, slurm, tmp_path, spawner_class=ClusterSpawner)
     node = NodeServer()
 

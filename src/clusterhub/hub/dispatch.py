@@ -13,17 +13,15 @@ running servers.
 from __future__ import annotations
 
 from jupyterhub.spawner import Spawner
-from tornado import web
 from traitlets import Any, Unicode, default, observe
 
 from .docker import ClusterDockerSpawner, validated_request
 from .kinds import child_kind, child_state, spawner_kind, wrap_state
-from .options import maintenance_notice, render_form
 
 # imported when the hub loads its spawner class, not at the first spawn: importing batchspawner
 # registers the API handler through which Slurm jobs report their port (/hub/api/batchspawner)
 from .remote import ClusterRemoteSpawner
-from .settings import DockerSettings, FormSettings
+from .settings import DockerSettings, FormSpawner
 from .spawner import ClusterSlurmSpawner
 
 _CLASSES = {"slurm": ClusterSlurmSpawner, "docker": ClusterDockerSpawner, "remote": ClusterRemoteSpawner}
@@ -39,7 +37,7 @@ async def _apply_user_options(spawner: ClusterSpawner, user_options: dict) -> No
     spawner.user_options = child.user_options
 
 
-class ClusterSpawner(FormSettings, DockerSettings, Spawner):
+class ClusterSpawner(FormSpawner, DockerSettings, Spawner):
     kind = Unicode("", help="Kind of the current server's child spawner ('' when none)")
     child = Any(None, allow_none=True, help="The child spawner of the current server")
 
@@ -50,22 +48,6 @@ class ClusterSpawner(FormSettings, DockerSettings, Spawner):
     @default("apply_user_options")
     def _default_apply_user_options(self):
         return _apply_user_options
-
-    @default("options_from_form")
-    def _default_options_from_form(self):
-        return self._simple_options_from_form
-
-    @default("options_form")
-    def _default_options_form(self):
-        return self._render_options_form
-
-    def _render_options_form(self, spawner=None):
-        docker = {"images": self.docker_images, "gpus": self.host_gpus}
-        notice = self.maintenance_notice()
-        return render_form(self.profiles, self.partitions, self.images, self.allow_custom, notice, docker=docker)
-
-    def maintenance_notice(self) -> str:
-        return maintenance_notice(self.maintenance_file)
 
     def make_child(self, kind: str) -> Spawner:
         """A child spawner of this kind, sharing the hub's server record and tokens with this one."""
@@ -108,9 +90,7 @@ class ClusterSpawner(FormSettings, DockerSettings, Spawner):
         self.kind = ""
 
     async def start(self):
-        notice = self.maintenance_notice()
-        if notice:
-            raise web.HTTPError(503, notice, reason=notice)
+        self.refuse_during_maintenance()
         if self.child is None:  # apply_user_options always runs first; this is a safety net
             await self._run_apply_user_options(self.user_options)
         self.child.api_token = self.api_token

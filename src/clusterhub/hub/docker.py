@@ -41,7 +41,7 @@ def validated_request(spawner, user_options: dict):
             spawner.partitions,
             spawner.images,
             spawner.allow_custom,
-            docker={"images": spawner.docker_images, "gpus": spawner.host_gpus},
+            docker=spawner.docker_offer(),
         )
     except OptionsError as e:
         raise web.HTTPError(400, f"Cannot start the server: {e}", reason=str(e)) from None

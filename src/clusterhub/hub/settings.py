@@ -1,10 +1,16 @@
 """The form's settings, one definition for every spawner that renders or checks the form (the
 dispatching spawner and its Slurm, remote and Docker children). jupyterhub_config.py sets them per
-class (c.ClusterSlurmSpawner.profiles = ...), from the same spawn_options.json."""
+class (c.ClusterSlurmSpawner.profiles = ...), from the same spawn_options.json.
+
+FormSpawner adds the form itself and the maintenance switch, once, for the spawners the hub offers
+users directly (ClusterSpawner and ClusterSlurmSpawner, with ClusterRemoteSpawner)."""
 
 from __future__ import annotations
 
-from traitlets import Bool, HasTraits, Integer, List, Unicode
+from tornado import web
+from traitlets import Bool, HasTraits, Integer, List, Unicode, default
+
+from .options import maintenance_notice, render_form
 
 
 class FormSettings(HasTraits):
@@ -24,3 +30,34 @@ class FormSettings(HasTraits):
 class DockerSettings(HasTraits):
     docker_images = List(help="Docker images offered: name, display_name, image (reference)").tag(config=True)
     host_gpus = Integer(0, help="GPUs on the Docker host usable by containers (0: none)").tag(config=True)
+
+    def docker_offer(self) -> dict:
+        """What the form offers and the validation allows on the Docker host (options.py's `docker`)."""
+        return {"images": self.docker_images, "gpus": self.host_gpus}
+
+
+class FormSpawner(FormSettings):
+    """The spawn form (with the Docker choices where the spawner has DockerSettings) and the maintenance
+    switch. ClusterDockerSpawner has only the settings: it checks requests, the dispatcher shows the form."""
+
+    @default("options_form")
+    def _default_options_form(self):
+        return self._render_options_form
+
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        return self._simple_options_from_form  # single values unpacked; validation happens in apply_user_options
+
+    def _render_options_form(self, spawner=None):
+        docker = self.docker_offer() if isinstance(self, DockerSettings) else None
+        notice = self.maintenance_notice()
+        return render_form(self.profiles, self.partitions, self.images, self.allow_custom, notice, docker=docker)
+
+    def maintenance_notice(self) -> str:
+        return maintenance_notice(self.maintenance_file)
+
+    def refuse_during_maintenance(self) -> None:
+        """While the maintenance switch is on, a start fails at once with its text (HTTP 503)."""
+        notice = self.maintenance_notice()
+        if notice:
+            raise web.HTTPError(503, notice, reason=notice)

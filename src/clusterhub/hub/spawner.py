@@ -16,8 +16,8 @@ from traitlets import Float, Integer, List, Unicode, default
 from ..protocol import direct_job_log
 from .job_end import cause
 from .node_check import Reach, missed_polls, probe, resolve, server_address
-from .options import OptionsError, config_errors, maintenance_notice, render_form, validate_options
-from .settings import FormSettings
+from .options import OptionsError, config_errors, validate_options
+from .settings import FormSpawner
 from .slurm_queue import SQUEUE_FORMAT, SlurmQueue, run_exec
 
 _QUEUES: dict[tuple, SlurmQueue] = {}
@@ -55,7 +55,7 @@ def _apply_user_options(spawner: ClusterSlurmSpawner, user_options: dict) -> Non
     spawner.user_options = request.as_user_options()
 
 
-class ClusterSlurmSpawner(FormSettings, SlurmSpawner):
+class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
     job_name = Unicode("jupyterhub", help="Slurm job name of every server this hub starts").tag(config=True)
     queue_timeout = Integer(600, help="Seconds a server may wait in the Slurm queue").tag(config=True)
     startup_timeout = Integer(120, help="Seconds from job start until the server must answer").tag(config=True)
@@ -84,10 +84,6 @@ class ClusterSlurmSpawner(FormSettings, SlurmSpawner):
     def _default_apply_user_options(self):
         return _apply_user_options
 
-    @default("options_from_form")
-    def _default_options_from_form(self):
-        return self._simple_options_from_form  # single values unpacked; validation happens in apply_user_options
-
     @default("start_timeout")
     def _default_start_timeout(self):
         return self.queue_timeout + self.startup_timeout + 30
@@ -100,16 +96,6 @@ class ClusterSlurmSpawner(FormSettings, SlurmSpawner):
     @default("req_job_name")
     def _default_req_job_name(self):
         return self.job_name
-
-    @default("options_form")
-    def _default_options_form(self):
-        return self._render_options_form
-
-    def _render_options_form(self, spawner=None):
-        return render_form(self.profiles, self.partitions, self.images, self.allow_custom, self.maintenance_notice())
-
-    def maintenance_notice(self) -> str:
-        return maintenance_notice(self.maintenance_file)
 
     def check_config(self) -> None:
         errors = config_errors(self.profiles, self.partitions, self.images)
@@ -162,9 +148,7 @@ class ClusterSlurmSpawner(FormSettings, SlurmSpawner):
         self.node_address = ""
 
     async def start(self):
-        notice = self.maintenance_notice()
-        if notice:
-            raise web.HTTPError(503, notice, reason=notice)
+        self.refuse_during_maintenance()
         self.ip = self.traits()["ip"].default_value
         self.port = self._fresh_port()
         if self.server:
