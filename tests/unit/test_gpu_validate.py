@@ -29,6 +29,7 @@ from clusterhub_gpu import (
     version_at_least,
     version_tuple,
 )
+from module_harness import Exited
 
 # The module imports its helpers the way Ansible ships them; point that name at the same file.
 sys.modules.setdefault("ansible.module_utils.clusterhub_gpu", clusterhub_gpu)
@@ -642,13 +643,6 @@ def test_the_container_must_see_the_hosts_gpus(host, rc, stdout, stderr, expecte
 
 
 # --- the module, end to end through main() -----------------------------------------------------
-
-
-class Exited(Exception):
-    def __init__(self, failed, result):
-        super().__init__(result.get("msg"))
-        self.failed = failed
-        self.result = result
 
 
 @pytest.fixture
