@@ -1,8 +1,8 @@
 """The hub's own rules, for the inventory: spawn-option checks and the protocol's values.
 
-The rules live in the clusterhub package (src/clusterhub/hub/options.py, src/clusterhub/protocol.py), installed on
+The rules live in the clusterhub package (src/clusterhub/hub/rules.py, src/clusterhub/protocol.py), installed on
 the hub as a wheel; these filters use those modules, so the inventory, the roles and the running hub can never
-disagree. A controller without clusterhub installed loads the checkout's files, under the same module names.
+disagree. A controller without clusterhub installed imports the checkout's package, under its own name.
 """
 
 from __future__ import annotations
@@ -16,25 +16,41 @@ _SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _module(name: str):
-    """clusterhub's module `name`, imported, or else loaded from the checkout under the same name."""
+    """clusterhub's module `name`, imported; where clusterhub is not installed, the checkout's package is
+    registered as `clusterhub` first (its modules then import each other as on the hub)."""
     try:
         return importlib.import_module(name)
     except ImportError:
-        spec = importlib.util.spec_from_file_location(name, _SRC.joinpath(*name.split(".")).with_suffix(".py"))
-        module = sys.modules.setdefault(name, importlib.util.module_from_spec(spec))
-        spec.loader.exec_module(module)  # registered first: dataclasses look their module up in sys.modules
-        return module
+        package = _SRC / "clusterhub"
+        spec = importlib.util.spec_from_file_location(
+            "clusterhub", package / "__init__.py", submodule_search_locations=[str(package)]
+        )
+        module = sys.modules.setdefault("clusterhub", importlib.util.module_from_spec(spec))
+        spec.loader.exec_module(module)
+        return importlib.import_module(name)
 
 
-options = _module("clusterhub.hub.options")
+rules = _module("clusterhub.hub.rules")
+form = _module("clusterhub.hub.form")
 protocol = _module("clusterhub.protocol")
 
 
 def jupyterhub_profile_errors(profiles, partitions, images=None, docker=None) -> list[str]:
     """One sentence per problem; docker is {"images": jupyterhub_docker_images, "gpus": jupyterhub_docker_gpus}."""
+    return rules.config_errors(list(profiles), list(partitions), list(images or []), _docker(docker))
+
+
+def _docker(docker) -> dict:
     docker = dict(docker or {})
-    docker = {"images": list(docker.get("images") or []), "gpus": docker.get("gpus", 0)}
-    return options.config_errors(list(profiles), list(partitions), list(images or []), docker)
+    return {"images": list(docker.get("images") or []), "gpus": docker.get("gpus", 0)}
+
+
+def jupyterhub_form_template_error(template, settings) -> str:
+    """Why a site's spawn form template (its text) cannot render the form of `settings` (profiles, partitions,
+    images, allow_custom, docker); "" when it can."""
+    form_settings = [list(settings[key] or []) for key in ("profiles", "partitions", "images")]
+    allow_custom = bool(settings.get("allow_custom", True))
+    return form.template_error(str(template), *form_settings, allow_custom, "", docker=_docker(settings.get("docker")))
 
 
 def clusterhub_protocol(name: str) -> str:
@@ -50,4 +66,8 @@ class FilterModule:
     """Ansible entry point."""
 
     def filters(self):
-        return {"jupyterhub_profile_errors": jupyterhub_profile_errors, "clusterhub_protocol": clusterhub_protocol}
+        return {
+            "jupyterhub_profile_errors": jupyterhub_profile_errors,
+            "jupyterhub_form_template_error": jupyterhub_form_template_error,
+            "clusterhub_protocol": clusterhub_protocol,
+        }

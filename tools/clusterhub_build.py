@@ -52,9 +52,15 @@ def _entry_points(project: dict) -> str:
     return "\n".join(out)
 
 
+SOURCES = {".py", ".j2"}
+
+
 def _sources() -> list[tuple[str, bytes]]:
     base = ROOT / "src"
-    files = sorted(p for p in (base / PACKAGE).rglob("*.py") if "__pycache__" not in p.parts)
+    # the modules and their data (the spawn form's template)
+    files = sorted(
+        p for p in (base / PACKAGE).rglob("*") if p.is_file() and p.suffix in SOURCES and "__pycache__" not in p.parts
+    )
     return [(p.relative_to(base).as_posix(), p.read_bytes()) for p in files]
 
 

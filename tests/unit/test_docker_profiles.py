@@ -1,9 +1,10 @@
 """Docker profiles next to Slurm ones: the site's rules, users' requests, the form, and the dispatcher's state
-(src/clusterhub/hub/options.py and kinds.py)."""
+(src/clusterhub/hub/request.py, rules.py, form.py and kinds.py)."""
 
 import pytest
 from clusterhub_rules import jupyterhub_profile_errors
 
+from clusterhub.hub.form import render_form
 from clusterhub.hub.kinds import (
     GpusBusy,
     assign_gpus,
@@ -14,7 +15,8 @@ from clusterhub.hub.kinds import (
     host_gpu_ids,
     wrap_state,
 )
-from clusterhub.hub.options import OptionsError, config_errors, docker_gpus, render_form, validate_options
+from clusterhub.hub.request import OptionsError, docker_gpus, validate_options
+from clusterhub.hub.rules import config_errors
 
 PARTS = [{"name": "jupyter", "max_cpus": 4, "max_memory_gb": 8, "max_hours": 12, "max_gpus": 0}]
 DOCKER_IMAGES = [

@@ -6,7 +6,7 @@ import clusterhub_image as ci
 import pytest
 import yaml
 
-from clusterhub.hub.options import config_errors
+from clusterhub.hub.rules import config_errors
 from clusterhub_slurm import slurm_hub_partition_errors, slurm_hub_partitions, slurm_inventory_errors
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "example"

@@ -1,9 +1,11 @@
-"""The hub's resource form and request validation (src/clusterhub/hub/options.py)."""
+"""The hub's resource form and request validation (src/clusterhub/hub/form.py, request.py, rules.py)."""
 
 import pytest
 
-from clusterhub.hub import options
-from clusterhub.hub.options import OptionsError, config_errors, render_form, validate_options
+from clusterhub.hub import form
+from clusterhub.hub.form import render_form
+from clusterhub.hub.request import OptionsError, validate_options
+from clusterhub.hub.rules import config_errors
 
 PARTS = [
     {"name": "jupyter", "max_cpus": 4, "max_memory_gb": 8, "max_hours": 12, "max_gpus": 0},
@@ -117,8 +119,20 @@ def test_form_escapes_and_offers_gpus_only_where_a_partition_has_them():
 
 def test_maintenance_notice_is_the_files_text_or_a_default(tmp_path):
     switch = tmp_path / "maintenance"
-    assert options.maintenance_notice(str(switch)) == ""
+    assert form.maintenance_notice(str(switch)) == ""
     switch.write_text("Back at 14:00.\n")
-    assert options.maintenance_notice(str(switch)) == "Back at 14:00."
+    assert form.maintenance_notice(str(switch)) == "Back at 14:00."
     switch.write_text("  \n")
-    assert options.maintenance_notice(str(switch)) == options.MAINTENANCE_DEFAULT
+    assert form.maintenance_notice(str(switch)) == form.MAINTENANCE_DEFAULT
+
+
+def test_a_site_template_is_checked_with_the_inventorys_settings():
+    settings = (PROFILES, PARTS, [], True, "")
+    assert form.template_error(form.default_template(), *settings) == ""
+    assert form.template_error("{% for p in profiles %}{{ p.slug }}{% endfor %}", *settings) == ""
+    assert form.template_error("{% if notice %}", *settings).startswith("line 1: ")
+    assert "'banner' is undefined" in form.template_error("{{ banner }}", *settings)
+    # what the packaged form renders from is exactly what a site's template is told it gets (its header)
+    header = form.default_template().split("-#}", 1)[0]
+    for name in form.form_context(*settings):
+        assert name in header, name

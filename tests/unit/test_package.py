@@ -46,6 +46,7 @@ def test_the_wheel_holds_every_module_and_a_record_pip_can_verify(wheel):
         names = set(archive.namelist())
         modules = {f"clusterhub/{p.relative_to(SRC).as_posix()}" for p in SRC.rglob("*.py")}
         assert modules <= names
+        assert "clusterhub/hub/templates/spawn_form.html.j2" in names  # the form's template travels with the code
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
         info = f"clusterhub-{clusterhub.__version__}.dist-info"
         rows = list(csv.reader(io.StringIO(archive.read(f"{info}/RECORD").decode())))

@@ -233,3 +233,27 @@ def test_the_dispatcher_persists_the_childs_kind_and_a_restarted_hub_polls_the_s
     caplog.set_level(logging.WARNING)
     assert run(polls_until_lost(second, node)) == 1
     assert slurm.cancelled == ["100"]
+
+
+def test_a_sites_form_template_replaces_the_form_and_a_broken_one_falls_back(db, slurm, tmp_path, caplog):
+    site = tmp_path / "spawn-form.html.j2"
+    site.write_text(
+        '<p class="site">{{ notice }}</p>{% for p in profiles %}'
+        '<input type="radio" name="profile" value="{{ p.slug }}">{{ p.display_name }}: {{ p.summary }}{% endfor %}'
+    )
+    (tmp_path / "maintenance").write_text("Back at <18:00>.\n")
+    spawner = new_spawner(db, slurm, tmp_path, options_form_template=str(site))
+    form = spawner.options_form(spawner)
+    # the site's markup, with the same values as the packaged form, escaped the same way
+    assert form.startswith('<p class="site">Back at &lt;18:00&gt;.</p>') and 'value="small"' in form
+    assert "Small: 1 CPU, 1 GB, 1 h on batch" in form and 'name="partition"' not in form
+    # a template that cannot render (here: a name the form does not give) is logged; users get the packaged form
+    site.write_text("{{ banner_of_the_week }}")
+    with caplog.at_level("ERROR"):
+        form = spawner.options_form(spawner)
+    assert 'name="partition"' in form and 'value="small" checked' in form
+    assert "spawn form template failed to render" in caplog.text
+    # so does one that is gone
+    site.unlink()
+    assert 'name="partition"' in spawner.options_form(spawner)
+    assert "spawn-form.html.j2" in caplog.text

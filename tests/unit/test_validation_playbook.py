@@ -73,8 +73,15 @@ def deb_dir(path: Path, version: str, packages: list[str]) -> str:
     return str(path)
 
 
+def form_template(tmp: Path, text: str, name: str = "good") -> str:
+    path = tmp / f"{name}-form.html.j2"
+    path.write_text(text)
+    return str(path)
+
+
 # the role's default partitions are the hub's own: its sudo rule needs the users' group
 HUB = {"jupyterhub_slurm_users_group": "users"}
+FORM = {**HUB, "jupyterhub_tls_self_signed": True}
 # remote partitions only, one of them run as the users' own HPC accounts
 OWN_ACCOUNTS = {
     "jupyterhub_tls_self_signed": True,
@@ -154,6 +161,22 @@ CASES = {
             "webdav_client_credentials": [{"user": "alice", "account": "jupyterhpc", "password": "pw-a"}],
         },
         "webdav_client_credentials",
+    ),
+    "jupyterhub spawn form template missing": (
+        "jupyterhub",
+        lambda tmp: {
+            **FORM,
+            "jupyterhub_options_form_template": form_template(tmp, "{% for p in profiles %}{{ p.slug }}{% endfor %}"),
+        },
+        lambda tmp: {**FORM, "jupyterhub_options_form_template": str(tmp / "form.html.j2")},
+        "jupyterhub_options_form_template",
+    ),
+    # a template that would fail at every form (a name the form does not give, a syntax error)
+    "jupyterhub spawn form template broken": (
+        "jupyterhub",
+        lambda tmp: {**FORM, "jupyterhub_options_form_template": form_template(tmp, "{{ notice }}{{ top.max_cpus }}")},
+        lambda tmp: {**FORM, "jupyterhub_options_form_template": form_template(tmp, "{{ site_banner }}", "bad")},
+        "jupyterhub_options_form_template",
     ),
     "notebook_env requirements file": (
         "notebook_env",

@@ -1,7 +1,7 @@
 """ClusterSpawner: one form with Slurm and Docker profiles; each server runs on the kind its profile names
 (and Slurm servers on partitions marked `remote` with the remote HPC mode's spawner).
 
-The hub talks to this spawner; it validates the request (options.py), then builds a child spawner of
+The hub talks to this spawner; it validates the request (request.py), then builds a child spawner of
 the profile's kind (ClusterSlurmSpawner or ClusterDockerSpawner) from the same constructor arguments
 the hub gave it (user, orm_spawner, oauth client, ...), so the child shares the server record. Start,
 stop, poll and progress go to the child. The child's kind and state are persisted in the hub's

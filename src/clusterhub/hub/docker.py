@@ -4,7 +4,7 @@ dockerspawner's SystemUserSpawner, so the container runs as the user's own uid:g
 host's passwd, the same accounts Slurm uses) with the user's home directory bind-mounted read-write:
 files belong to the user, with no permission fix-up, and persist across container restarts. A
 shared data directory is mounted read-only. The image, CPU, memory and GPU values come only from a
-validated Request (options.py).
+validated Request (request.py).
 
 Each container has a memory limit with no swap on top, a pids limit and an init process that reaps
 orphans, so a runaway or forking process in it is stopped at its own limits, not at the hub's. GPUs
@@ -23,7 +23,7 @@ from tornado import web
 from traitlets import Integer, Unicode, default
 
 from .kinds import GpusBusy, assign_gpus, device_requests, held_gpus, host_gpu_ids
-from .options import OptionsError, validate_options
+from .request import OptionsError, validate_options
 from .settings import DockerSettings, FormSettings
 from .spawner import start_failed
 

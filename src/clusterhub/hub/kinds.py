@@ -3,7 +3,7 @@ spawner (dispatch.py) and the Docker spawner (docker.py), unit-tested without Ju
 
 from __future__ import annotations
 
-from .options import ALL_GPUS
+from .request import ALL_GPUS
 
 
 def spawner_kind(kind: str, partition: str, partitions: list[dict]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from tornado import web
 from traitlets import Bool, HasTraits, Integer, List, Unicode, default
 
-from .options import maintenance_notice, render_form
+from .form import maintenance_notice, render_form
 
 
 class FormSettings(HasTraits):
@@ -25,6 +25,10 @@ class FormSettings(HasTraits):
     maintenance_file = Unicode(
         "/etc/jupyterhub/maintenance", help="While this file exists, new spawns are refused with its text"
     ).tag(config=True)
+    options_form_template = Unicode(
+        "",
+        help="A Jinja template file replacing clusterhub's spawn form (form.py: what it gets); empty: the packaged one",
+    ).tag(config=True)
 
 
 class DockerSettings(HasTraits):
@@ -32,7 +36,7 @@ class DockerSettings(HasTraits):
     host_gpus = Integer(0, help="GPUs on the Docker host usable by containers (0: none)").tag(config=True)
 
     def docker_offer(self) -> dict:
-        """What the form offers and the validation allows on the Docker host (options.py's `docker`)."""
+        """What the form offers and the validation allows on the Docker host (request.py's and form.py's `docker`)."""
         return {"images": self.docker_images, "gpus": self.host_gpus}
 
 
@@ -51,7 +55,26 @@ class FormSpawner(FormSettings):
     def _render_options_form(self, spawner=None):
         docker = self.docker_offer() if isinstance(self, DockerSettings) else None
         notice = self.maintenance_notice()
-        return render_form(self.profiles, self.partitions, self.images, self.allow_custom, notice, docker=docker)
+        return render_form(
+            self.profiles,
+            self.partitions,
+            self.images,
+            self.allow_custom,
+            notice,
+            docker=docker,
+            template=self._site_form_template(),
+        )
+
+    def _site_form_template(self) -> str:
+        """The site's form template text ("" where none is set, or where it cannot be read: logged)."""
+        if not self.options_form_template:
+            return ""
+        try:
+            with open(self.options_form_template, encoding="utf-8") as f:
+                return f.read()
+        except OSError as e:
+            self.log.error("Spawn form template %s: %s; showing clusterhub's own form", self.options_form_template, e)
+            return ""
 
     def maintenance_notice(self) -> str:
         return maintenance_notice(self.maintenance_file)

@@ -16,7 +16,8 @@ from traitlets import Float, Integer, List, Unicode, default
 from ..protocol import direct_job_log
 from .job_end import cause
 from .node_check import Reach, missed_polls, probe, resolve, server_address
-from .options import OptionsError, config_errors, validate_options
+from .request import OptionsError, validate_options
+from .rules import config_errors
 from .settings import FormSpawner
 from .slurm_queue import SQUEUE_FORMAT, SlurmQueue, run_exec
 
