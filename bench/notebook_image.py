@@ -78,7 +78,14 @@ def playbook(tmp: Path, tasks: list[dict]) -> tuple[list[dict], float, list[floa
 
 def module_logic_seconds(spec: dict, repeat: int) -> float:
     """The module's own no-change work (validate, render, hash, inspect base and image), without Ansible."""
-    from module_utils import clusterhub_image as ci  # noqa: PLC0415 - run as `python -m bench.notebook_image`
+    # The module_utils files import each other as ansible.module_utils.<name>: look there as ansible.cfg's
+    # module_utils setting makes Ansible do.
+    import ansible.module_utils  # noqa: PLC0415 - only this measurement needs Ansible's package
+
+    ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
+    from ansible.module_utils.clusterhub_image_build import plan  # noqa: PLC0415
+    from ansible.module_utils.clusterhub_image_engine import DockerEngine  # noqa: PLC0415
+    from ansible.module_utils.clusterhub_image_spec import validate_spec  # noqa: PLC0415
 
     def run(argv, cwd=None):
         proc = subprocess.run(
@@ -89,8 +96,8 @@ def module_logic_seconds(spec: dict, repeat: int) -> float:
     times = []
     for _ in range(max(1, repeat)):
         started = time.monotonic()
-        checked = ci.validate_spec(spec)
-        decision = ci.plan(checked, ci.DockerEngine("docker", run))
+        checked = validate_spec(spec)
+        decision = plan(checked, DockerEngine("docker", run))
         times.append(time.monotonic() - started)
         assert not decision["build"], "the module logic would build"
     return statistics.median(times)

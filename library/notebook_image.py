@@ -361,17 +361,16 @@ diff:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.clusterhub_image import (
+from ansible.module_utils.clusterhub_image_build import ensure_image
+from ansible.module_utils.clusterhub_image_engine import BuildError, make_engine
+from ansible.module_utils.clusterhub_image_spec import (
     DEFAULT_CA_BUNDLE,
     DEFAULT_ENTRYPOINT,
     DEFAULT_MIRROR,
     DEFAULT_NOTEBOOK_PACKAGES,
     DEFAULT_REPO_DEST,
     DEFAULT_VENV,
-    BuildError,
     SpecError,
-    ensure_image,
-    make_engine,
     validate_spec,
 )
 

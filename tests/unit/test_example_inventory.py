@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-import clusterhub_image as ci
 import pytest
 import yaml
+from clusterhub_image_spec import validate_spec
 
 from clusterhub.hub.rules import config_errors
 from clusterhub_slurm import slurm_hub_partition_errors, slurm_hub_partitions, slurm_inventory_errors
@@ -67,5 +67,5 @@ def test_example_notebook_images_are_valid_specs_for_both_engines(engine, tmp_pa
         else:
             # the SIF directory must exist where the module runs
             params.update(name=str(tmp_path / f"{image['name']}.sif"), debootstrap=image["debootstrap"])
-        spec = ci.validate_spec(params)
+        spec = validate_spec(params)
         assert spec["pip_packages"] == image["pip_packages"]

@@ -1,4 +1,4 @@
-"""Unit tests of the notebook_image module's plain-Python core (module_utils/clusterhub_image.py) and of the
+"""Unit tests of the notebook_image module's plain-Python core (module_utils/clusterhub_image_*.py) and of the
 module's documentation/argument_spec, without Ansible running anything and without Docker or Apptainer:
 the engines are driven by fake runners that model the CLIs' behaviour."""
 
@@ -8,12 +8,42 @@ import importlib
 import json
 import os
 import shlex
-import sys
 from pathlib import Path
 
-import clusterhub_image as ci
 import pytest
 import yaml
+from clusterhub_image_build import ensure_image, evaluate_check, validation_checks
+from clusterhub_image_engine import (
+    LOG_TAIL_LINES,
+    RECIPE_LABEL,
+    ApptainerEngine,
+    BuildError,
+    DockerEngine,
+    decode_recipe_label,
+    encode_recipe_label,
+    parse_apptainer_labels,
+    tail_lines,
+)
+from clusterhub_image_recipe import (
+    HASH_LABEL,
+    add_hash_label,
+    apptainer_header,
+    apt_package_list,
+    plan_inputs,
+    render_apptainer_def,
+    render_dockerfile,
+    spec_hash,
+    stage_inputs,
+)
+from clusterhub_image_spec import (
+    DEFAULT_MIRROR,
+    DEFAULT_USER,
+    OPTION_DEFAULTS,
+    SpecError,
+    read_repo,
+    split_tag,
+    validate_spec,
+)
 
 BASE = "clusterhub-lab/debian:bookworm"
 
@@ -22,7 +52,7 @@ def spec_of(**params):
     params.setdefault("name", "clusterhub-test/nb:dev")
     if "debootstrap" not in params:
         params.setdefault("base", BASE)
-    return ci.validate_spec(params)
+    return validate_spec(params)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -31,7 +61,7 @@ def spec_of(**params):
 
 
 def test_minimal_spec_is_normalised():
-    spec = ci.validate_spec({"name": "clusterhub-test/nb", "base": BASE})
+    spec = validate_spec({"name": "clusterhub-test/nb", "base": BASE})
     assert spec["name"] == "clusterhub-test/nb:latest"
     assert spec["user"] == {"name": "jovyan", "uid": 1000, "gid": 1000}
     assert spec["venv"] == "/opt/notebook"
@@ -43,8 +73,8 @@ def test_minimal_spec_is_normalised():
 def test_registry_with_port_keeps_its_tag():
     assert spec_of(name="registry.site:5000/nb/base:2024.1")["name"] == "registry.site:5000/nb/base:2024.1"
     assert spec_of(name="registry.site:5000/nb/base")["name"] == "registry.site:5000/nb/base:latest"
-    assert ci.split_tag("registry.site:5000/nb/base") == ("registry.site:5000/nb/base", "latest")
-    assert ci.split_tag("registry.site:5000/nb/base:7") == ("registry.site:5000/nb/base", "7")
+    assert split_tag("registry.site:5000/nb/base") == ("registry.site:5000/nb/base", "latest")
+    assert split_tag("registry.site:5000/nb/base:7") == ("registry.site:5000/nb/base", "7")
 
 
 @pytest.mark.parametrize(
@@ -93,7 +123,7 @@ def test_registry_with_port_keeps_its_tag():
     ],
 )
 def test_bad_arguments_name_the_argument(params, argument):
-    with pytest.raises(ci.SpecError) as err:
+    with pytest.raises(SpecError) as err:
         spec_of(**params)
     assert err.value.argument == argument
     assert str(err.value).startswith(argument + ":")
@@ -108,7 +138,7 @@ def test_bad_file_arguments(tmp_path):
         ({"src": str(src), "dest": "/etc/a.conf", "mode": "rwx"}, "files[0].mode"),
         ({"src": str(src), "dest": "/etc/a.conf", "owner": "root;id"}, "files[0].owner"),
     ]:
-        with pytest.raises(ci.SpecError) as err:
+        with pytest.raises(SpecError) as err:
             spec_of(files=[item])
         assert err.value.argument == argument
 
@@ -130,33 +160,33 @@ def test_apt_names_accepted(pkg):
 
 def test_apptainer_arguments(tmp_path):
     sif = str(tmp_path / "nb.sif")
-    spec = ci.validate_spec(
+    spec = validate_spec(
         {"engine": "apptainer", "name": sif, "debootstrap": {"suite": "bookworm"}, "user": {"uid": 1234}}
     )
-    assert spec["debootstrap"] == {"suite": "bookworm", "mirror": ci.DEFAULT_MIRROR, "include": []}
+    assert spec["debootstrap"] == {"suite": "bookworm", "mirror": DEFAULT_MIRROR, "include": []}
     assert spec["user"]["gid"] == 1234
-    with pytest.raises(ci.SpecError) as err:
-        ci.validate_spec({"engine": "apptainer", "name": str(tmp_path / "nb.img"), "base": "docker-daemon:" + BASE})
+    with pytest.raises(SpecError) as err:
+        validate_spec({"engine": "apptainer", "name": str(tmp_path / "nb.img"), "base": "docker-daemon:" + BASE})
     assert err.value.argument == "name"
-    with pytest.raises(ci.SpecError) as err:
-        ci.validate_spec({"engine": "apptainer", "name": "/nonexistent-dir/nb.sif", "base": "docker-daemon:" + BASE})
+    with pytest.raises(SpecError) as err:
+        validate_spec({"engine": "apptainer", "name": "/nonexistent-dir/nb.sif", "base": "docker-daemon:" + BASE})
     assert err.value.argument == "name"
-    with pytest.raises(ci.SpecError) as err:
-        ci.validate_spec({"engine": "apptainer", "name": sif, "base": BASE})  # a bare Docker name is ambiguous
+    with pytest.raises(SpecError) as err:
+        validate_spec({"engine": "apptainer", "name": sif, "base": BASE})  # a bare Docker name is ambiguous
     assert err.value.argument == "base"
-    with pytest.raises(ci.SpecError) as err:
-        ci.validate_spec(
+    with pytest.raises(SpecError) as err:
+        validate_spec(
             {"engine": "apptainer", "name": sif, "base": "docker-daemon:" + BASE, "debootstrap": {"suite": "x"}}
         )
     assert err.value.argument == "base"
-    with pytest.raises(ci.SpecError) as err:
-        ci.validate_spec({"engine": "apptainer", "name": sif, "debootstrap": {"suite": "book worm"}})
+    with pytest.raises(SpecError) as err:
+        validate_spec({"engine": "apptainer", "name": sif, "debootstrap": {"suite": "book worm"}})
     assert err.value.argument == "debootstrap.suite"
-    with pytest.raises(ci.SpecError) as err:
-        ci.validate_spec({"engine": "apptainer", "name": sif, "debootstrap": {"suite": "bookworm", "mirror": "ftp:x"}})
+    with pytest.raises(SpecError) as err:
+        validate_spec({"engine": "apptainer", "name": sif, "debootstrap": {"suite": "bookworm", "mirror": "ftp:x"}})
     assert err.value.argument == "debootstrap.mirror"
-    with pytest.raises(ci.SpecError) as err:
-        ci.validate_spec({"name": "site/nb:1", "debootstrap": {"suite": "bookworm"}})
+    with pytest.raises(SpecError) as err:
+        validate_spec({"name": "site/nb:1", "debootstrap": {"suite": "bookworm"}})
     assert err.value.argument == "debootstrap"
 
 
@@ -171,9 +201,9 @@ def test_apptainer_bases(tmp_path):
         "localimage:" + str(base_sif): "localimage:" + str(base_sif),
     }
     for given, expected in norm.items():
-        assert ci.validate_spec({"engine": "apptainer", "name": sif, "base": given})["base"] == expected
-    with pytest.raises(ci.SpecError):
-        ci.validate_spec({"engine": "apptainer", "name": sif, "base": str(tmp_path / "missing.sif")})
+        assert validate_spec({"engine": "apptainer", "name": sif, "base": given})["base"] == expected
+    with pytest.raises(SpecError):
+        validate_spec({"engine": "apptainer", "name": sif, "base": str(tmp_path / "missing.sif")})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -199,12 +229,12 @@ def test_repo_files_are_read(tmp_path):
             "postBuild": "echo hi\n",
         },
     )
-    info = ci.read_repo(str(repo))
+    info = read_repo(str(repo))
     assert info["apt_packages"] == ["git", "less"]
     assert info["requirements"] == "requirements.txt" and info["postbuild"] == "postBuild"
     spec = spec_of(repo=str(repo), apt_packages=["git", "vim"])
-    assert ci.apt_package_list(spec) == ["python3", "python3-venv", "git", "vim", "less"]
-    dockerfile = ci.render_dockerfile(spec)
+    assert apt_package_list(spec) == ["python3", "python3-venv", "git", "vim", "less"]
+    dockerfile = render_dockerfile(spec)
     assert 'COPY ["repo", "/srv/repo"]' in dockerfile
     assert (
         "/opt/notebook/bin/pip install --no-cache-dir --disable-pip-version-check --progress-bar off "
@@ -216,7 +246,7 @@ def test_repo_files_are_read(tmp_path):
 
 def test_repo_binder_folder_takes_precedence(tmp_path):
     repo = make_repo(tmp_path / "r", **{"requirements.txt": "x\n", "binder/apt.txt": "vim\n", "binder/postBuild": ""})
-    info = ci.read_repo(str(repo))
+    info = read_repo(str(repo))
     assert info["apt_packages"] == ["vim"]
     assert info["requirements"] is None
     assert info["postbuild"] == "binder/postBuild"
@@ -227,7 +257,7 @@ def test_repo_binder_folder_takes_precedence(tmp_path):
 )
 def test_unsupported_repo_files_fail_clearly(tmp_path, name):
     repo = make_repo(tmp_path / "r", **{name: "x\n", "requirements.txt": "numpy\n"})
-    with pytest.raises(ci.SpecError) as err:
+    with pytest.raises(SpecError) as err:
         spec_of(repo=str(repo))
     assert err.value.argument == "repo"
     assert f"{name} is not supported" in str(err.value)
@@ -235,7 +265,7 @@ def test_unsupported_repo_files_fail_clearly(tmp_path, name):
 
 def test_bad_apt_txt_line(tmp_path):
     repo = make_repo(tmp_path / "r", **{"apt.txt": "vim\nfoo;bar\n"})
-    with pytest.raises(ci.SpecError, match=r"apt.txt line 2"):
+    with pytest.raises(SpecError, match=r"apt.txt line 2"):
         spec_of(repo=str(repo))
 
 
@@ -273,7 +303,7 @@ def test_dockerfile_full_spec(tmp_path):
         entrypoint=["jupyterhub-singleuser", "--ip=0.0.0.0"],
         ca_bundle="/etc/ssl/certs/ca-certificates.crt",
     )
-    df = ci.render_dockerfile(spec)
+    df = render_dockerfile(spec)
     lines = df.splitlines()
     assert lines[1] == f"FROM {BASE}"
     assert (
@@ -318,18 +348,18 @@ def test_dockerfile_full_spec(tmp_path):
 def test_dockerfile_trust_host_ca(tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    df = ci.render_dockerfile(spec_of(trust_host_ca=True, host_ca_bundle=str(ca)))
+    df = render_dockerfile(spec_of(trust_host_ca=True, host_ca_bundle=str(ca)))
     lines = df.splitlines()
     copy_ca = 'COPY ["ca/host-ca.crt", "/etc/ssl/certs/ca-certificates.crt"]'
     assert 'COPY ["ca/host-ca.crt", "/usr/local/share/ca-certificates/clusterhub-build-host.crt"]' in lines
     assert copy_ca in lines
     env = "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt"
     assert lines.index(copy_ca) < lines.index(env) < next(i for i, x in enumerate(lines) if x.startswith("RUN "))
-    assert ci.plan_inputs(spec_of(trust_host_ca=True, host_ca_bundle=str(ca))) == [("ca/host-ca.crt", str(ca))]
+    assert plan_inputs(spec_of(trust_host_ca=True, host_ca_bundle=str(ca))) == [("ca/host-ca.crt", str(ca))]
 
 
 def test_dockerfile_without_ca_has_no_pip_cert():
-    df = ci.render_dockerfile(spec_of())
+    df = render_dockerfile(spec_of())
     assert "PIP_CERT" not in df and "REQUESTS_CA_BUNDLE" not in df
 
 
@@ -338,15 +368,15 @@ def test_rendering_is_deterministic(tmp_path):
     conf.write_text("x")
     a = spec_of(env={"B": "2", "A": "1"}, files=[{"src": str(conf), "dest": "/etc/c.py"}])
     b = spec_of(env={"A": "1", "B": "2"}, files=[{"src": str(conf), "dest": "/etc/c.py"}])
-    assert ci.render_dockerfile(a) == ci.render_dockerfile(b)
-    assert ci.render_apptainer_def(
-        dict(a, engine="apptainer", base="docker-daemon:" + BASE)
-    ) == ci.render_apptainer_def(dict(b, engine="apptainer", base="docker-daemon:" + BASE))
+    assert render_dockerfile(a) == render_dockerfile(b)
+    assert render_apptainer_def(dict(a, engine="apptainer", base="docker-daemon:" + BASE)) == render_apptainer_def(
+        dict(b, engine="apptainer", base="docker-daemon:" + BASE)
+    )
 
 
 def apptainer_spec(tmp_path, **params):
     params.setdefault("base", "docker-daemon:" + BASE)
-    return ci.validate_spec({"engine": "apptainer", "name": str(tmp_path / "nb.sif"), **params})
+    return validate_spec({"engine": "apptainer", "name": str(tmp_path / "nb.sif"), **params})
 
 
 def test_apptainer_definition(tmp_path):
@@ -365,7 +395,7 @@ def test_apptainer_definition(tmp_path):
         trust_host_ca=True,
         host_ca_bundle=str(ca),
     )
-    text = ci.render_apptainer_def(spec)
+    text = render_apptainer_def(spec)
     assert text.splitlines()[1:3] == ["Bootstrap: docker-daemon", f"From: {BASE}"]
     assert "%labels" not in text
     sections = {}
@@ -407,14 +437,14 @@ def test_apptainer_definition(tmp_path):
         "rm -rf /opt/clusterhub-build",
     ]
     assert sections["%runscript"] == ['exec jupyter lab --ip=0.0.0.0 --port=8888 --no-browser "$@"']
-    labelled = ci.add_hash_label(text, "f" * 64)
+    labelled = add_hash_label(text, "f" * 64)
     assert labelled.endswith(f"%labels\n    org.clusterhub.spec-hash {'f' * 64}\n")
 
 
 def test_apptainer_headers(tmp_path):
     base_sif = tmp_path / "base.sif"
     base_sif.write_bytes(b"SIF")
-    head = ci.apptainer_header
+    head = apptainer_header
     assert head(apptainer_spec(tmp_path, base=str(base_sif))) == ["Bootstrap: localimage", f"From: {base_sif}"]
     assert head(apptainer_spec(tmp_path, base="docker://debian:bookworm")) == [
         "Bootstrap: docker",
@@ -431,14 +461,14 @@ def test_apptainer_headers(tmp_path):
         "MirrorURL: http://mirror.site/debian",
         "Include: ca-certificates",
     ]
-    assert "%files" not in ci.render_apptainer_def(boot)
+    assert "%files" not in render_apptainer_def(boot)
 
 
 def test_apptainer_repo_and_folders(tmp_path):
     repo = make_repo(tmp_path / "lesson", **{"requirements.txt": "numpy\n", "postBuild": "true\n"})
     data = make_repo(tmp_path / "data", **{"x.txt": "x"})
     spec = apptainer_spec(tmp_path, repo=str(repo), files=[{"src": str(data), "dest": "/srv/data"}])
-    text = ci.render_apptainer_def(spec)
+    text = render_apptainer_def(spec)
     assert "    repo /opt/clusterhub-build/repo\n" in text
     assert "    cp -a /opt/clusterhub-build/repo/. /srv/repo/\n" in text
     assert "    cd /srv/repo\n" in text and "    ./postBuild\n" in text
@@ -454,33 +484,33 @@ def test_hash_tracks_recipe_inputs_and_base(tmp_path):
     f = tmp_path / "a.txt"
     f.write_text("one")
     inputs = [("files/0-a.txt", str(f))]
-    h1 = ci.spec_hash("docker", "FROM x\n", inputs, "sha256:1")
-    assert h1 == ci.spec_hash("docker", "FROM x\n", inputs, "sha256:1")
-    assert h1 != ci.spec_hash("docker", "FROM y\n", inputs, "sha256:1")
-    assert h1 != ci.spec_hash("docker", "FROM x\n", inputs, "sha256:2")
-    assert h1 != ci.spec_hash("apptainer", "FROM x\n", inputs, "sha256:1")
+    h1 = spec_hash("docker", "FROM x\n", inputs, "sha256:1")
+    assert h1 == spec_hash("docker", "FROM x\n", inputs, "sha256:1")
+    assert h1 != spec_hash("docker", "FROM y\n", inputs, "sha256:1")
+    assert h1 != spec_hash("docker", "FROM x\n", inputs, "sha256:2")
+    assert h1 != spec_hash("apptainer", "FROM x\n", inputs, "sha256:1")
     f.write_text("two")
-    assert h1 != ci.spec_hash("docker", "FROM x\n", inputs, "sha256:1")
+    assert h1 != spec_hash("docker", "FROM x\n", inputs, "sha256:1")
     f.write_text("one")
-    assert h1 == ci.spec_hash("docker", "FROM x\n", inputs, "sha256:1")
+    assert h1 == spec_hash("docker", "FROM x\n", inputs, "sha256:1")
     f.chmod(0o755)  # the executable bit matters (postBuild, scripts)
-    assert h1 != ci.spec_hash("docker", "FROM x\n", inputs, "sha256:1")
+    assert h1 != spec_hash("docker", "FROM x\n", inputs, "sha256:1")
 
 
 def test_hash_of_a_folder(tmp_path):
     repo = make_repo(tmp_path / "r", **{"a.txt": "a", "sub/b.txt": "b"})
     inputs = [("repo", str(repo))]
-    h1 = ci.spec_hash("docker", "R", inputs)
+    h1 = spec_hash("docker", "R", inputs)
     (repo / ".git").mkdir()
     (repo / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
-    assert ci.spec_hash("docker", "R", inputs) == h1, ".git is not part of the image nor the hash"
+    assert spec_hash("docker", "R", inputs) == h1, ".git is not part of the image nor the hash"
     (repo / "sub" / "b.txt").write_text("B")
-    h2 = ci.spec_hash("docker", "R", inputs)
+    h2 = spec_hash("docker", "R", inputs)
     assert h2 != h1
     (repo / "sub" / "c.txt").write_text("")
-    assert ci.spec_hash("docker", "R", inputs) != h2
+    assert spec_hash("docker", "R", inputs) != h2
     os.rename(repo / "sub" / "c.txt", repo / "sub" / "d.txt")
-    assert ci.spec_hash("docker", "R", inputs) not in (h1, h2)
+    assert spec_hash("docker", "R", inputs) not in (h1, h2)
 
 
 def test_hash_ignores_host_location_of_inputs(tmp_path):
@@ -489,8 +519,8 @@ def test_hash_ignores_host_location_of_inputs(tmp_path):
         (tmp_path / d / "c.py").write_text("same")
     a = spec_of(files=[{"src": str(tmp_path / "one" / "c.py"), "dest": "/etc/c.py"}])
     b = spec_of(files=[{"src": str(tmp_path / "two" / "c.py"), "dest": "/etc/c.py"}])
-    ha = ci.spec_hash("docker", ci.render_dockerfile(a), ci.plan_inputs(a))
-    hb = ci.spec_hash("docker", ci.render_dockerfile(b), ci.plan_inputs(b))
+    ha = spec_hash("docker", render_dockerfile(a), plan_inputs(a))
+    hb = spec_hash("docker", render_dockerfile(b), plan_inputs(b))
     assert ha == hb
 
 
@@ -502,7 +532,7 @@ def test_stage_inputs(tmp_path):
     f.chmod(0o755)
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    ci.stage_inputs([("repo", str(repo)), ("files/0-f.sh", str(f))], str(ctx))
+    stage_inputs([("repo", str(repo)), ("files/0-f.sh", str(f))], str(ctx))
     assert (ctx / "repo" / "a.txt").read_text() == "a"
     assert not (ctx / "repo" / ".git").exists()
     assert os.readlink(ctx / "repo" / "link") == "a.txt"
@@ -516,17 +546,17 @@ def test_stage_inputs(tmp_path):
 
 def test_tail_lines():
     log = "\n".join(f"line {i}" for i in range(1, 101)) + "\n"
-    tail = ci.tail_lines(log)
+    tail = tail_lines(log)
     assert tail.splitlines() == [f"line {i}" for i in range(61, 101)]
-    assert ci.tail_lines(log, 3) == "line 98\nline 99\nline 100"
-    assert ci.tail_lines(b"a\nb\n", 1) == "b"
-    assert ci.tail_lines("10%\r50%\r100%\ndone") == "100%\ndone"
-    assert ci.tail_lines(None) == "" and ci.tail_lines("") == ""
+    assert tail_lines(log, 3) == "line 98\nline 99\nline 100"
+    assert tail_lines(b"a\nb\n", 1) == "b"
+    assert tail_lines("10%\r50%\r100%\ndone") == "100%\ndone"
+    assert tail_lines(None) == "" and tail_lines("") == ""
 
 
 def test_validation_checks_and_evaluation():
     spec = spec_of(kernels=[{"name": "course"}], user={"name": "student", "uid": 2000})
-    checks = {c["check"]: c for c in ci.validation_checks(spec)}
+    checks = {c["check"]: c for c in validation_checks(spec)}
     assert checks["user"]["argv"] == ["id", "-u", "student"]
     assert checks["jupyterlab"]["argv"] == ["jupyter", "lab", "--version"]
     assert checks["papermill"]["argv"] == ["python3", "-m", "papermill", "--version"]
@@ -534,21 +564,21 @@ def test_validation_checks_and_evaluation():
     assert checks["kernel course starts"]["argv"][:2] == ["python3", "-c"]
     compile(checks["kernel course starts"]["argv"][2], "kernel-start", "exec")
 
-    assert ci.evaluate_check(checks["user"], 0, "2000\n", "") == (True, "2000")
-    ok, detail = ci.evaluate_check(checks["user"], 0, "1000\n", "")
+    assert evaluate_check(checks["user"], 0, "2000\n", "") == (True, "2000")
+    ok, detail = evaluate_check(checks["user"], 0, "1000\n", "")
     assert not ok and "expected '2000'" in detail
-    ok, detail = ci.evaluate_check(checks["user"], 1, "", "id: 'student': no such user")
+    ok, detail = evaluate_check(checks["user"], 1, "", "id: 'student': no such user")
     assert not ok and "no such user" in detail
     listing = json.dumps({"kernelspecs": {"python3": {}, "course": {}}})
-    assert ci.evaluate_check(checks["kernelspecs"], 0, listing, "")[0]
-    ok, detail = ci.evaluate_check(checks["kernelspecs"], 0, json.dumps({"kernelspecs": {"python3": {}}}), "")
+    assert evaluate_check(checks["kernelspecs"], 0, listing, "")[0]
+    ok, detail = evaluate_check(checks["kernelspecs"], 0, json.dumps({"kernelspecs": {"python3": {}}}), "")
     assert not ok and "course" in detail
-    assert not ci.evaluate_check(checks["kernelspecs"], 0, "not json", "")[0]
-    assert ci.evaluate_check(checks["jupyterlab"], 0, "4.2.5\n", "") == (True, "4.2.5")
+    assert not evaluate_check(checks["kernelspecs"], 0, "not json", "")[0]
+    assert evaluate_check(checks["jupyterlab"], 0, "4.2.5\n", "") == (True, "4.2.5")
 
     no_start = spec_of(kernels=[{"name": "course"}], kernel_start_check=False)
-    assert [c["check"] for c in ci.validation_checks(no_start)] == ["user", "jupyterlab", "papermill", "kernelspecs"]
-    assert [c["check"] for c in ci.validation_checks(spec_of())] == ["user", "jupyterlab", "papermill"]
+    assert [c["check"] for c in validation_checks(no_start)] == ["user", "jupyterlab", "papermill", "kernelspecs"]
+    assert [c["check"] for c in validation_checks(spec_of())] == ["user", "jupyterlab", "papermill"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -594,7 +624,7 @@ class FakeDocker:
                 log = "\n".join(f"Step {i}/60 : RUN something" for i in range(1, 60))
                 return 1, log + "\nE: Unable to locate package no-such-package-xyz\n", "returned a non-zero code: 100\n"
             self.add(tag, labels)
-            echo = f"Step 17/18 : LABEL {ci.RECIPE_LABEL}={labels[ci.RECIPE_LABEL]}"
+            echo = f"Step 17/18 : LABEL {RECIPE_LABEL}={labels[RECIPE_LABEL]}"
             return 0, f"Step 16/18 : CMD []\n{echo}\nSuccessfully built\n", ""
         if cmd[0] == "run":
             inner = [cmd[cmd.index("--entrypoint") + 1], *cmd[cmd.index("--entrypoint") + 3 :]]
@@ -626,14 +656,14 @@ class FakeDocker:
 
 
 def docker_engine(fake):
-    return ci.DockerEngine("/usr/bin/docker", fake)
+    return DockerEngine("/usr/bin/docker", fake)
 
 
 def test_docker_first_build_then_no_change(tmp_path):
     fake = FakeDocker()
     spec = spec_of(kernels=[{"name": "course"}])
     ticks = iter([100.0, 142.5])
-    result = ci.ensure_image(spec, docker_engine(fake), clock=lambda: next(ticks))
+    result = ensure_image(spec, docker_engine(fake), clock=lambda: next(ticks))
     assert result["changed"] and result["built"]
     assert result["build_seconds"] == 42.5
     assert result["image_id"] == fake.tags["clusterhub-test/nb:dev"]
@@ -650,7 +680,7 @@ def test_docker_first_build_then_no_change(tmp_path):
     temp = build[build.index("-t") + 1]
     assert temp.startswith("clusterhub-test/nb:clusterhub-tmp-")
     assert f"org.clusterhub.spec-hash={result['hash']}" in build
-    assert f"org.clusterhub.recipe={ci.encode_recipe_label(result['recipe'])}" in build
+    assert f"org.clusterhub.recipe={encode_recipe_label(result['recipe'])}" in build
     # validation ran against the temporary tag, before the swap; the temporary tag is gone afterwards
     runs = [c for c in fake.calls if c[0] == "run"]
     assert runs and all(temp in c for c in runs)
@@ -659,12 +689,12 @@ def test_docker_first_build_then_no_change(tmp_path):
     assert ["image", "rm", temp] in fake.calls and temp not in fake.tags
     assert result["stdout"].splitlines() == [
         "Step 16/18 : CMD []",
-        f"Step 17/18 : LABEL {ci.RECIPE_LABEL}=<recipe>",
+        f"Step 17/18 : LABEL {RECIPE_LABEL}=<recipe>",
         "Successfully built",
     ], "the recipe echoed by the legacy builder is collapsed in the log tail"
 
     fake.calls.clear()
-    again = ci.ensure_image(spec, docker_engine(fake))
+    again = ensure_image(spec, docker_engine(fake))
     assert not again["changed"] and not again["built"] and again["build_seconds"] == 0.0
     assert again["hash"] == result["hash"] == again["previous_hash"]
     assert fake.verbs() == ["image inspect", "image inspect"], "a no-change run only inspects base and image"
@@ -674,65 +704,65 @@ def test_docker_first_build_then_no_change(tmp_path):
 def test_docker_check_mode_builds_nothing():
     fake = FakeDocker()
     spec = spec_of()
-    result = ci.ensure_image(spec, docker_engine(fake), check_mode=True)
+    result = ensure_image(spec, docker_engine(fake), check_mode=True)
     assert result["changed"] and not result["built"] and result["image_id"] is None
     assert fake.verbs() == ["image inspect", "image inspect"]
-    ci.ensure_image(spec, docker_engine(fake))
+    ensure_image(spec, docker_engine(fake))
     fake.calls.clear()
     changed = spec_of(apt_packages=["less"])
-    result = ci.ensure_image(changed, docker_engine(fake), check_mode=True)
+    result = ensure_image(changed, docker_engine(fake), check_mode=True)
     assert result["changed"] and not result["built"]
     assert result["image_id"] == fake.tags["clusterhub-test/nb:dev"]
     assert "less" in result["recipe"] and "less" not in result["previous_recipe"]
     assert fake.verbs() == ["image inspect", "image inspect"]
-    assert not ci.ensure_image(spec, docker_engine(fake), check_mode=True)["changed"]
+    assert not ensure_image(spec, docker_engine(fake), check_mode=True)["changed"]
 
 
 def test_docker_force_and_remove_previous():
     fake = FakeDocker()
     spec = spec_of()
-    first = ci.ensure_image(spec, docker_engine(fake))
-    forced = ci.ensure_image(dict(spec, force=True), docker_engine(fake))
+    first = ensure_image(spec, docker_engine(fake))
+    forced = ensure_image(dict(spec, force=True), docker_engine(fake))
     assert forced["built"] and forced["image_id"] != first["image_id"]
     assert ["image", "rm", first["image_id"]] in fake.calls
     assert first["image_id"] not in fake.images
-    kept = ci.ensure_image(dict(spec, force=True, remove_previous=False), docker_engine(fake))
+    kept = ensure_image(dict(spec, force=True, remove_previous=False), docker_engine(fake))
     assert forced["image_id"] in fake.images and kept["image_id"] != forced["image_id"]
 
 
 def test_docker_rebuilds_when_the_base_changes():
     fake = FakeDocker()
     spec = spec_of()
-    first = ci.ensure_image(spec, docker_engine(fake))
+    first = ensure_image(spec, docker_engine(fake))
     fake.add(BASE, {})  # the base tag now points at a new image
-    second = ci.ensure_image(spec, docker_engine(fake))
+    second = ensure_image(spec, docker_engine(fake))
     assert second["built"] and second["hash"] != first["hash"]
 
 
 def test_docker_failed_build_keeps_previous_image():
     fake = FakeDocker()
-    good = ci.ensure_image(spec_of(), docker_engine(fake))
+    good = ensure_image(spec_of(), docker_engine(fake))
     fake.fail_build = True
     tags_before = dict(fake.tags)
-    with pytest.raises(ci.BuildError) as err:
-        ci.ensure_image(spec_of(apt_packages=["no-such-package-xyz"]), docker_engine(fake))
+    with pytest.raises(BuildError) as err:
+        ensure_image(spec_of(apt_packages=["no-such-package-xyz"]), docker_engine(fake))
     exc = err.value
     assert exc.rc == 1
     assert "docker build of clusterhub-test/nb:dev failed (rc=1)" in exc.msg
     assert "previous image is unchanged" in exc.msg
     assert "E: Unable to locate package no-such-package-xyz" in exc.msg
     assert "returned a non-zero code: 100" in exc.stdout
-    assert len(exc.stdout.splitlines()) == ci.LOG_TAIL_LINES
+    assert len(exc.stdout.splitlines()) == LOG_TAIL_LINES
     assert fake.tags == tags_before and fake.tags["clusterhub-test/nb:dev"] == good["image_id"]
     assert not any(c[0] in ("tag", "run") for c in fake.calls[-3:])
 
 
 def test_docker_failed_validation_keeps_previous_image():
     fake = FakeDocker()
-    good = ci.ensure_image(spec_of(), docker_engine(fake))
+    good = ensure_image(spec_of(), docker_engine(fake))
     fake.fail_check = "papermill"
-    with pytest.raises(ci.BuildError) as err:
-        ci.ensure_image(spec_of(pip_packages=["numpy"]), docker_engine(fake))
+    with pytest.raises(BuildError) as err:
+        ensure_image(spec_of(pip_packages=["numpy"]), docker_engine(fake))
     assert "validation of the new image failed: papermill" in err.value.msg
     assert err.value.rc == 127
     assert fake.tags["clusterhub-test/nb:dev"] == good["image_id"]
@@ -756,16 +786,16 @@ def test_docker_build_argv(tmp_path):
 
 def test_recipe_label_round_trip():
     recipe = 'FROM x\nENV A="\\$HOME \\"q\\""\n'
-    value = ci.encode_recipe_label(recipe)
+    value = encode_recipe_label(recipe)
     assert "$" not in value and "\n" not in value
-    assert ci.decode_recipe_label(value) == recipe
-    assert ci.decode_recipe_label("FROM raw\n") == "FROM raw\n"
-    assert ci.decode_recipe_label(None) == "" and ci.decode_recipe_label("base64:!!") == ""
+    assert decode_recipe_label(value) == recipe
+    assert decode_recipe_label("FROM raw\n") == "FROM raw\n"
+    assert decode_recipe_label(None) == "" and decode_recipe_label("base64:!!") == ""
 
 
 def test_docker_inspect_errors_other_than_missing_fail():
-    engine = ci.DockerEngine("/usr/bin/docker", lambda argv, cwd=None: (1, "", "permission denied on docker.sock\n"))
-    with pytest.raises(ci.BuildError, match="permission denied"):
+    engine = DockerEngine("/usr/bin/docker", lambda argv, cwd=None: (1, "", "permission denied on docker.sock\n"))
+    with pytest.raises(BuildError, match="permission denied"):
         engine.inspect("x:y")
 
 
@@ -825,11 +855,11 @@ class FakeApptainer:
 
 def test_apptainer_build_swap_and_no_change(tmp_path):
     fake = FakeApptainer()
-    engine = ci.ApptainerEngine("/usr/bin/apptainer", fake)
+    engine = ApptainerEngine("/usr/bin/apptainer", fake)
     conf = tmp_path / "c.py"
     conf.write_text("x")
     spec = apptainer_spec(tmp_path, files=[{"src": str(conf), "dest": "/etc/c.py"}])
-    result = ci.ensure_image(spec, engine)
+    result = ensure_image(spec, engine)
     sif = str(tmp_path / "nb.sif")
     assert result["built"] and result["sif_path"] == sif and result["size"] == os.path.getsize(sif)
     assert result["image_id"] is None
@@ -846,38 +876,38 @@ def test_apptainer_build_swap_and_no_change(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["c.py", "nb.sif"]
 
     fake.calls.clear()
-    again = ci.ensure_image(spec, engine)
+    again = ensure_image(spec, engine)
     assert not again["changed"] and not again["built"] and again["previous_hash"] == result["hash"]
     assert [c[0] for c, _ in fake.calls] == ["inspect", "inspect"]
     assert again["previous_recipe"] == result["recipe"]
 
     conf.write_text("changed")
-    assert ci.ensure_image(spec, engine, check_mode=True)["changed"]
-    assert json.loads(Path(sif).read_text())["labels"][ci.HASH_LABEL] == result["hash"], "check mode wrote nothing"
+    assert ensure_image(spec, engine, check_mode=True)["changed"]
+    assert json.loads(Path(sif).read_text())["labels"][HASH_LABEL] == result["hash"], "check mode wrote nothing"
 
 
 def test_apptainer_failure_keeps_previous_sif(tmp_path):
     fake = FakeApptainer()
-    engine = ci.ApptainerEngine("/usr/bin/apptainer", fake)
-    ci.ensure_image(apptainer_spec(tmp_path), engine)
+    engine = ApptainerEngine("/usr/bin/apptainer", fake)
+    ensure_image(apptainer_spec(tmp_path), engine)
     sif = tmp_path / "nb.sif"
     before = sif.read_bytes()
     fake.fail_build = True
-    with pytest.raises(ci.BuildError) as err:
-        ci.ensure_image(apptainer_spec(tmp_path, apt_packages=["no-such-package"]), engine)
+    with pytest.raises(BuildError) as err:
+        ensure_image(apptainer_spec(tmp_path, apt_packages=["no-such-package"]), engine)
     assert "apptainer build of" in err.value.msg and "FATAL:   While performing build" in err.value.stdout
-    assert len(err.value.stdout.splitlines()) == ci.LOG_TAIL_LINES
+    assert len(err.value.stdout.splitlines()) == LOG_TAIL_LINES
     assert sif.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["nb.sif"]
     fake.fail_build, fake.fail_check = False, "jupyter"
-    with pytest.raises(ci.BuildError, match="validation of the new image failed: jupyterlab"):
-        ci.ensure_image(apptainer_spec(tmp_path, apt_packages=["less"]), engine)
+    with pytest.raises(BuildError, match="validation of the new image failed: jupyterlab"):
+        ensure_image(apptainer_spec(tmp_path, apt_packages=["less"]), engine)
     assert sif.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["nb.sif"]
 
 
 def test_apptainer_build_argv_and_labels(tmp_path):
-    engine = ci.ApptainerEngine("/usr/bin/apptainer", None)
+    engine = ApptainerEngine("/usr/bin/apptainer", None)
     spec = apptainer_spec(tmp_path, fakeroot=False, build_cache=False)
     assert engine.build_argv(spec, "/ctx/notebook.def", "/d/.nb.tmp.sif") == [
         "/usr/bin/apptainer", "build", "--disable-cache", "/d/.nb.tmp.sif", "/ctx/notebook.def",
@@ -886,11 +916,11 @@ def test_apptainer_build_argv_and_labels(tmp_path):
     assert engine.exec_argv("/d/x.sif", ["id", "-u", "jovyan"]) == [
         "/usr/bin/apptainer", "exec", "--containall", "--cleanenv", "/d/x.sif", "id", "-u", "jovyan",
     ]  # fmt: skip
-    js = json.dumps({"data": {"attributes": {"labels": {ci.HASH_LABEL: "abc", "x": "y"}}}, "type": "container"})
-    assert ci.parse_apptainer_labels(js)[ci.HASH_LABEL] == "abc"
-    plain = f"{ci.HASH_LABEL}: abc\norg.label-schema.build-arch: amd64\n"
-    assert ci.parse_apptainer_labels(plain) == {ci.HASH_LABEL: "abc", "org.label-schema.build-arch": "amd64"}
-    assert ci.parse_apptainer_labels("") == {}
+    js = json.dumps({"data": {"attributes": {"labels": {HASH_LABEL: "abc", "x": "y"}}}, "type": "container"})
+    assert parse_apptainer_labels(js)[HASH_LABEL] == "abc"
+    plain = f"{HASH_LABEL}: abc\norg.label-schema.build-arch: amd64\n"
+    assert parse_apptainer_labels(plain) == {HASH_LABEL: "abc", "org.label-schema.build-arch": "amd64"}
+    assert parse_apptainer_labels("") == {}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -900,22 +930,8 @@ def test_apptainer_build_argv_and_labels(tmp_path):
 
 @pytest.fixture(scope="module")
 def module():
-    """Import library/notebook_image.py with its module_utils import resolved to the plain module."""
-    name = "ansible.module_utils.clusterhub_image"
-    saved = sys.modules.get(name)
-    try:
-        importlib.import_module("ansible.module_utils.basic")
-    except ImportError:  # pragma: no cover - the venv has ansible-core
-        pytest.skip("ansible-core is not importable")
-    sys.modules[name] = ci
-    try:
-        sys.modules.pop("notebook_image", None)
-        yield importlib.import_module("notebook_image")
-    finally:
-        if saved is None:
-            sys.modules.pop(name, None)
-        else:
-            sys.modules[name] = saved
+    """Import library/notebook_image.py; its module_utils imports resolve to the plain modules (conftest.py)."""
+    return importlib.import_module("notebook_image")
 
 
 def _compare_options(doc_opts: dict, spec: dict, where: str):
@@ -936,7 +952,7 @@ def test_documentation_matches_argument_spec(module):
     doc = yaml.safe_load(module.DOCUMENTATION)
     assert doc["module"] == "notebook_image"
     _compare_options(doc["options"], module.argument_spec(), "options")
-    assert set(module.argument_spec()) == set(ci.OPTION_DEFAULTS)
+    assert set(module.argument_spec()) == set(OPTION_DEFAULTS)
     examples = yaml.safe_load(module.EXAMPLES)
     for task in examples:
         args = task["notebook_image"]
@@ -950,11 +966,11 @@ def test_documentation_matches_argument_spec(module):
 
 def test_module_defaults_match_module_utils(module):
     spec = module.argument_spec()
-    for key, default in ci.OPTION_DEFAULTS.items():
+    for key, default in OPTION_DEFAULTS.items():
         if key in ("user", "debootstrap"):
             continue
         assert spec[key].get("default") == default, key
-    assert {k: v.get("default") for k, v in spec["user"]["options"].items()} == ci.DEFAULT_USER
+    assert {k: v.get("default") for k, v in spec["user"]["options"].items()} == DEFAULT_USER
 
 
 def test_examples_validate(module, tmp_path, monkeypatch):
@@ -976,4 +992,4 @@ def test_examples_validate(module, tmp_path, monkeypatch):
             src = tmp_path / os.path.basename(item["src"])
             src.write_text("c = 1\n")
             item["src"] = str(src)
-        ci.validate_spec(args)
+        validate_spec(args)
