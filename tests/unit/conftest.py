@@ -1,25 +1,26 @@
 """Unit tests import the project's package (`clusterhub`, installed editable in the development venv) and the
-Ansible plugins and module_utils as plain Python (pyproject's pytest `pythonpath`).
+Ansible plugins and modules as plain Python (pyproject's pytest `pythonpath`).
 
-The notebook_image module_utils import each other as Ansible ships them (``ansible.module_utils.<name>``); those
-names are pointed at the plain modules here, dependencies first, so each file is loaded once and its classes
-(SpecError, BuildError) are the same objects whichever name a test or the module uses.
+The project's module_utils are imported by the one name the modules use and Ansible ships them under,
+``ansible.module_utils.<name>``: their folder is added to that package's search path here, as Ansible adds a
+configured module_utils folder, so each file is loaded once, under one name.
 
 The fixtures here serve the in-process spawner tests (spawner_harness.py)."""
 
 from __future__ import annotations
 
 import getpass
-import importlib
 import pwd
-import sys
+from pathlib import Path
 
+import ansible.module_utils
 import pytest
 from fake_slurm import FakeSlurm
 from jupyterhub import orm
 
-for _name in ("clusterhub_image_spec", "clusterhub_image_recipe", "clusterhub_image_engine", "clusterhub_image_build"):
-    sys.modules.setdefault(f"ansible.module_utils.{_name}", importlib.import_module(_name))
+_MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")
+if _MODULE_UTILS not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(_MODULE_UTILS)
 
 
 @pytest.fixture

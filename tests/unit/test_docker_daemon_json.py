@@ -6,19 +6,14 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
 
-import clusterhub_json
+import docker_daemon_json
 import pytest
 import yaml
-from clusterhub_json import JsonFileError, deep_merge, dump, plan_merge
+from ansible.module_utils import basic
+from ansible.module_utils.clusterhub_json import JsonFileError, deep_merge, dump, plan_merge
+from ansible.module_utils.testing import patch_module_args
 from module_harness import Exited
-
-# The module imports its helpers the way Ansible ships them; point that name at the same file.
-sys.modules.setdefault("ansible.module_utils.clusterhub_json", clusterhub_json)
-import docker_daemon_json  # noqa: E402  (needs the alias above)
-from ansible.module_utils import basic  # noqa: E402
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
 RUNTIME = {"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "args": []}}}
 # what a site or another role wrote, in its own formatting

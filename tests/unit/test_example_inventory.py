@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from clusterhub_image_spec import validate_spec
+from ansible.module_utils.clusterhub_image_spec import validate_spec
 
 from clusterhub.hub.rules import config_errors
 from clusterhub_slurm import slurm_hub_partition_errors, slurm_hub_partitions, slurm_inventory_errors

@@ -4,13 +4,13 @@ The fixtures are captures from public issues and repositories (see fixtures/nvid
 """
 
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import clusterhub_gpu
+import gpu_validate
 import pytest
-from clusterhub_gpu import (
+from ansible.module_utils import basic
+from ansible.module_utils.clusterhub_gpu import (
     QUERY_FIELDS,
     ParseError,
     check_gpus,
@@ -29,13 +29,8 @@ from clusterhub_gpu import (
     version_at_least,
     version_tuple,
 )
+from ansible.module_utils.testing import patch_module_args
 from module_harness import Exited
-
-# The module imports its helpers the way Ansible ships them; point that name at the same file.
-sys.modules.setdefault("ansible.module_utils.clusterhub_gpu", clusterhub_gpu)
-import gpu_validate  # noqa: E402  (needs the alias above)
-from ansible.module_utils import basic  # noqa: E402
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from clusterhub_image_build import ensure_image, evaluate_check, validation_checks
-from clusterhub_image_engine import (
+from ansible.module_utils.clusterhub_image_build import ensure_image, evaluate_check, validation_checks
+from ansible.module_utils.clusterhub_image_engine import (
     LOG_TAIL_LINES,
     RECIPE_LABEL,
     ApptainerEngine,
@@ -24,7 +24,7 @@ from clusterhub_image_engine import (
     parse_apptainer_labels,
     tail_lines,
 )
-from clusterhub_image_recipe import (
+from ansible.module_utils.clusterhub_image_recipe import (
     HASH_LABEL,
     add_hash_label,
     apptainer_header,
@@ -35,7 +35,7 @@ from clusterhub_image_recipe import (
     spec_hash,
     stage_inputs,
 )
-from clusterhub_image_spec import (
+from ansible.module_utils.clusterhub_image_spec import (
     DEFAULT_MIRROR,
     DEFAULT_USER,
     OPTION_DEFAULTS,
