@@ -7,7 +7,10 @@ import base64
 import csv
 import hashlib
 import io
+import os
 import re
+import subprocess
+import sys
 import zipfile
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -99,3 +102,30 @@ def test_no_test_bench_or_plugin_edits_sys_path_or_loads_a_module_from_its_file(
             if "spec_from_file_location(" in text and path != ROOT / "filter_plugins" / "clusterhub_rules.py":
                 offenders.append(f"{path.relative_to(ROOT)}: loads a module from its file")
     assert not offenders
+
+
+# a controller where clusterhub is not installed: the name `clusterhub` cannot be imported from the environment
+WITHOUT_CLUSTERHUB = """
+import importlib.abc, sys
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "clusterhub":
+            raise ImportError("clusterhub is not installed here")
+sys.meta_path.insert(0, NotInstalled())
+import clusterhub_rules
+print(clusterhub_rules.rules.__name__, clusterhub_rules.rules.__file__)
+print(clusterhub_rules.jupyterhub_profile_errors([], []))
+settings = {"profiles": [], "partitions": [], "images": [], "docker": {}}
+print(clusterhub_rules.jupyterhub_form_template_error("{{ nothing_given }}", settings))
+"""
+
+
+def test_the_inventory_filters_use_the_checkouts_package_where_clusterhub_is_not_installed():
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "filter_plugins")}
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_CLUSTERHUB], capture_output=True, text=True, check=False, env=env, cwd="/"
+    )
+    assert done.returncode == 0, done.stderr
+    loaded, errors, template = done.stdout.splitlines()
+    assert loaded == f"clusterhub.hub.rules {SRC / 'hub' / 'rules.py'}"  # its own name, from the checkout
+    assert "jupyterhub_partitions is empty" in errors and "'nothing_given' is undefined" in template
