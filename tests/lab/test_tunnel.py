@@ -81,13 +81,16 @@ def withdraw(hub, port: int) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def job_keys(hub, login):
-    """Keys as the hub makes them for two servers (NOTEBOOK_PORT, OTHER_PORT), and one it never published."""
+    """Keys as the hub makes them for two servers (NOTEBOOK_PORT, OTHER_PORT), and one it never published;
+    yields the public halves by name."""
     login.check_output(f"rm -rf {KEYS} && install -d -o jupyterhpc -m 0700 {KEYS}")
+    public = {}
     for name, port in (("job", NOTEBOOK_PORT), ("other", OTHER_PORT), ("unpublished", None)):
         login.check_output(f"runuser -u jupyterhpc -- ssh-keygen -q -t ed25519 -N '' -C {name} -f {KEYS}/{name}")
+        public[name] = " ".join(login.check_output(f"cat {KEYS}/{name}.pub").split()[:2])
         if port:
-            publish(hub, port, " ".join(login.check_output(f"cat {KEYS}/{name}.pub").split()[:2]))
-    yield
+            publish(hub, port, public[name])
+    yield public
     for port in (NOTEBOOK_PORT, OTHER_PORT):
         withdraw(hub, port)
     login.run(f"rm -rf {KEYS}")
@@ -223,7 +226,7 @@ def test_a_jobs_key_may_not_listen_on_another_servers_port_even_while_it_is_free
 
 
 @pytest.mark.security
-def test_a_key_the_hub_did_not_publish_or_withdrew_is_refused(hub, login):
+def test_a_key_the_hub_did_not_publish_or_withdrew_is_refused(hub, login, job_keys):
     result = login.run(f"timeout 30 {UNPUBLISHED_SSH} -N tunnelbot@hub")
     assert result.rc == 255
     assert "Permission denied (publickey)" in result.stderr
@@ -234,7 +237,7 @@ def test_a_key_the_hub_did_not_publish_or_withdrew_is_refused(hub, login):
         assert result.rc == 255
         assert "Permission denied (publickey)" in result.stderr
     finally:
-        publish(hub, OTHER_PORT, " ".join(login.check_output(f"cat {KEYS}/other.pub").split()[:2]))
+        publish(hub, OTHER_PORT, job_keys["other"])
 
 
 def test_the_tunnels_check_the_hubs_host_key(hub, login):
