@@ -33,8 +33,9 @@ def maintenance_notice(path: str) -> str:
     return text or MAINTENANCE_DEFAULT
 
 
+@functools.cache
 def default_template() -> str:
-    """The packaged form's template text."""
+    """The packaged form's template text (read once: it ships with the code)."""
     return resources.files(__package__).joinpath("templates", DEFAULT_TEMPLATE).read_text(encoding="utf-8")
 
 
