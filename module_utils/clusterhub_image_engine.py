@@ -19,7 +19,7 @@ import shutil
 import tempfile
 
 from ansible.module_utils.clusterhub_image_recipe import HASH_LABEL
-from ansible.module_utils.clusterhub_image_spec import split_tag
+from ansible.module_utils.clusterhub_image_spec import SIF_COMPRESSION, split_tag
 
 RECIPE_LABEL = "org.clusterhub.recipe"
 LOG_TAIL_LINES = 40
@@ -200,6 +200,9 @@ class ApptainerEngine(_Engine):
             argv.append("--fakeroot")
         if not spec["build_cache"]:
             argv.append("--disable-cache")
+        squashfs = SIF_COMPRESSION[spec["sif_compression"]]
+        if squashfs:
+            argv += ["--mksquashfs-args", " ".join(squashfs)]
         return [*argv, temp, definition_path]
 
     def build(self, spec: dict, recipe: str, digest: str, context: str, temp: str) -> tuple[int, str, str]:

@@ -120,6 +120,7 @@ def test_registry_with_port_keeps_its_tag():
         ({"debootstrap": {"suite": "bookworm"}}, "debootstrap"),
         ({"base": BASE, "debootstrap": {"suite": "bookworm"}}, "base"),
         ({"no_such_option": 1}, "no_such_option"),
+        ({"sif_compression": "bzip2"}, "sif_compression"),
     ],
 )
 def test_bad_arguments_name_the_argument(params, argument):
@@ -904,6 +905,23 @@ def test_apptainer_failure_keeps_previous_sif(tmp_path):
         ensure_image(apptainer_spec(tmp_path, apt_packages=["less"]), engine)
     assert sif.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["nb.sif"]
+
+
+@pytest.mark.parametrize(
+    ("compression", "args"),
+    [("gzip", None), ("zstd", "-comp zstd -Xcompression-level 3"), ("xz", "-comp xz"), ("lz4", "-comp lz4")],
+)
+def test_apptainer_sif_compression_is_passed_to_mksquashfs_and_changes_no_hash(tmp_path, compression, args):
+    engine = ApptainerEngine("/usr/bin/apptainer", None)
+    spec = apptainer_spec(tmp_path, sif_compression=compression)
+    argv = engine.build_argv(spec, "/ctx/notebook.def", "/d/t.sif")
+    if args is None:  # Apptainer's own default: nothing passed
+        assert "--mksquashfs-args" not in argv
+    else:
+        assert argv[argv.index("--mksquashfs-args") + 1] == args
+    assert argv[-2:] == ["/d/t.sif", "/ctx/notebook.def"]
+    # how the image is packed, not what it holds: the recipe, and so the hash, is the same for every choice
+    assert render_apptainer_def(spec) == render_apptainer_def(apptainer_spec(tmp_path))
 
 
 def test_apptainer_build_argv_and_labels(tmp_path):
