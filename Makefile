@@ -78,7 +78,7 @@ test-bookworm: venv host
 	CLUSTERHUB_LAB_PREFIX=chtest molecule test -s bookworm
 
 test: venv
-	@bash tools/phases.sh lint unit integration molecule
+	@bash tools/phases.sh --beside "lint unit" integration molecule
 
 bench: venv host
 	python -m bench.lab
