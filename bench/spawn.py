@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from tests.lab.hubclient import Hub, lab_certificate  # run as `python -m bench.spawn` from the checkout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PREFIX = os.environ.get("CLUSTERHUB_LAB_PREFIX", "chlab")
 DROPIN = "/etc/jupyterhub/jupyterhub_config.d/90-bench-stock.py"
+# the lab hub's poll interval (inventories/lab), which the stock spawner gets too
+POLL = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/hub.yml").read_text())["jupyterhub_poll_interval"]
 STOCK = """
 c.JupyterHub.spawner_class = "batchspawner.SlurmSpawner"
 c.SlurmSpawner.req_partition = "jupyter"
@@ -37,7 +41,7 @@ c.SlurmSpawner.req_keepvars_extra = "PATH"
 c.SlurmSpawner.cmd = ["/opt/jupyter/bin/jupyterhub-singleuser"]
 c.SlurmSpawner.batchspawner_singleuser_cmd = "/opt/jupyter/bin/batchspawner-singleuser"
 c.SlurmSpawner.start_timeout = 300
-c.SlurmSpawner.poll_interval = 10  # the lab hub's interval, so polling load compares like with like
+c.SlurmSpawner.poll_interval = {poll}  # the lab hub's interval, so polling load compares like with like
 """
 
 
@@ -72,7 +76,8 @@ def restart_hub() -> None:
 
 def use_stock(on: bool) -> None:
     if on:
-        sh("hub", f"cat > {DROPIN} <<'EOF'\n{STOCK}\nEOF\nchgrp jupyterhub {DROPIN}; chmod 0640 {DROPIN}")
+        stock = STOCK.format(poll=POLL)
+        sh("hub", f"cat > {DROPIN} <<'EOF'\n{stock}\nEOF\nchgrp jupyterhub {DROPIN}; chmod 0640 {DROPIN}")
     else:
         sh("hub", f"rm -f {DROPIN}")
     restart_hub()

@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import PLAYBOOK, PREFIX, recap_changed, run_playbook, wait_for
+from conftest import PLAYBOOK, PREFIX, run_playbook, wait_for
 from hubclient import StartFailed
 
 pytestmark = [
@@ -323,27 +323,3 @@ def test_on_a_run_as_user_partition_the_job_is_bobs_own_and_unix_permissions_sep
     # ... and bob's job cannot read the shared account's overlays and logs (only the tunnel key, by design)
     assert rnode.run("runuser -u bob -- head -c 1 " + OVERLAY).rc != 0
     assert rnode.run("runuser -u bob -- ls /home/jupyterhpc/.clusterhub/logs").rc != 0
-
-
-@pytest.mark.parametrize(
-    ("limit", "extra_vars", "message"),
-    [
-        (
-            "hub",
-            '{"jupyterhub_partitions": [{"name": "jupyter", "max_cpus": 2, "max_memory_gb": 4, "max_hours": 12,'
-            ' "run_as": "user"}], "jupyterhub_profiles": []}',
-            r"jupyterhub_partitions jupyter: run_as user needs remote true",
-        ),
-        ("login", '{"hpc_account_users_group": "HPC users"}', r"hpc_account_users_group \(HPC users\) must be empty"),
-        ("login", '{"hpc_account_users_min_uid": 0}', r"hpc_account_users_min_uid \(0\) at least 1000"),
-    ],
-    ids=["run-as-user-not-remote", "bad-group-name", "root-allowed"],
-)
-def test_bad_own_account_settings_fail_before_any_host_changes(login, limit, extra_vars, message):
-    sudoers = login.file("/etc/sudoers.d/clusterhub-hpc-gate").sha256sum
-    result = run_playbook("playbooks/site.yml", "--limit", limit, "-e", extra_vars)
-    assert result.returncode != 0
-    assert re.search(message, result.stdout), result.stdout[-3000:]
-    changed = recap_changed(result.stdout)
-    assert changed and all(n == 0 for n in changed.values()), changed
-    assert login.file("/etc/sudoers.d/clusterhub-hpc-gate").sha256sum == sudoers

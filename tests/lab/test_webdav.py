@@ -226,29 +226,6 @@ def rnode():
 
 
 @pytest.mark.security
-@pytest.mark.parametrize("mode", [[], ["--check"]], ids=["run", "check-mode"])
-def test_a_shared_account_gets_no_webdav_the_validation_play_refuses_it(rnode, mode):
-    """The credentials an earlier version gave the shared account (remote HPC mode's jupyterhpc mounted each hub
-    user's space for that user's jobs, every job of it able to read all their passwords): the validation play
-    stops before anything changes, naming the variable and what to do; no password of alice's is where the
-    shared account's jobs read."""
-    shared = '{"webdav_client_credentials": [{"user": "alice", "password": "not-a-real-one"},'
-    shared += ' {"user": "alice", "account": "jupyterhpc", "password": "not-a-real-one"}]}'
-    fstab = rnode.file("/etc/fstab").sha256sum
-    result = run_playbook("playbooks/site.yml", "--limit", "rnode1", "-e", shared, *mode)
-    assert result.returncode != 0
-    assert re.search(
-        r"webdav_client_credentials gives WebDAV spaces to accounts other than their users' own \(alice \(account"
-        r" jupyterhpc\)\).*shared-account mode is refused.*re-run playbooks/webdav\.yml",
-        " ".join(result.stdout.split()),
-    ), result.stdout[-3000:]
-    assert result.stdout.count("PLAY [") == 1, "a later play ran"
-    assert recap_changed(result.stdout) == {"rnode1": 0}
-    assert rnode.file("/etc/fstab").sha256sum == fstab
-    assert shared_state(rnode) == {"fstab": [], "mounted": [], "passwords": []}
-
-
-@pytest.mark.security
 def test_what_an_earlier_version_left_in_the_shared_account_is_removed_on_the_next_run(rnode):
     """The old shared-account state, made as the old role made it (fstab entry, alice's password in jupyterhpc's
     ~/.davfs2/secrets, her space mounted by jupyterhpc): the next run of playbooks/webdav.yml unmounts it, takes

@@ -9,6 +9,7 @@ file checks through ansible-playbook itself, in normal and in check mode.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,10 @@ def fail_messages(role: str, **overrides: Any) -> list[str]:
                 path = engine.template(args["path"])
                 found = {"exists": os.path.lexists(path)}
                 if found["exists"]:
-                    found.update(isreg=os.path.isfile(path), isdir=os.path.isdir(path))
+                    mode = os.stat(path).st_mode
+                    found.update(isreg=os.path.isfile(path), isdir=os.path.isdir(path), ischr=stat.S_ISCHR(mode))
+                    found.update(roth=bool(mode & stat.S_IROTH), woth=bool(mode & stat.S_IWOTH))
+                    found.update(mode=f"{stat.S_IMODE(mode):04o}", pw_name=str(os.stat(path).st_uid))
                 results.append({"item": item, "stat": found})
             elif action == "ansible.builtin.include_vars":
                 source = args["file"] if isinstance(args, dict) else args
@@ -257,6 +261,18 @@ def test_jupyterhub_run_as_user_needs_a_restricted_login_or_a_name_map(overrides
         assert "jupyterhub_allowed_groups" in message and "jupyterhub_hpc_user_map" in message
 
 
+def test_jupyterhub_run_as_user_needs_a_remote_partition():
+    """run_as user is remote HPC mode's (hpc-gate runs the job as the user's own account); a direct partition
+    already runs jobs as the hub user (moved here from the lab's bad-inventory runs)."""
+    direct = {"name": "jupyter", "max_cpus": 2, "max_memory_gb": 4, "max_hours": 12, "run_as": "user"}
+    overrides = {**OWN_REMOTE, "jupyterhub_allowed_groups": ["students"], "jupyterhub_partitions": [direct]}
+    check("jupyterhub", "jupyterhub_partitions", **{**overrides, "jupyterhub_profiles": []})
+    assert any(
+        "jupyterhub_partitions jupyter: run_as user needs remote true" in message
+        for message in fail_messages("jupyterhub", **{**overrides, "jupyterhub_profiles": []})
+    )
+
+
 def test_jupyterhub_without_run_as_user_partitions_needs_no_restriction():
     partitions = [p for p in OWN_REMOTE["jupyterhub_partitions"] if "run_as" not in p]
     check("jupyterhub", None, **{**OWN_REMOTE, "jupyterhub_partitions": partitions})
@@ -407,6 +423,11 @@ HPC = {"hpc_account_hub_from": ["192.0.2.10"]}
         ({**HPC, "hpc_account_slurm_bin_dir": MISSING}, "hpc_account_slurm_bin_dir"),
         ({**HPC, "hpc_account_slurm_bin_dir": A_FILE}, "hpc_account_slurm_bin_dir"),
         ({**HPC, "hpc_account_slurm_bin_dir": "usr/bin"}, "hpc_account_slurm_bin_dir"),
+        # the gate runs commands only as members of a named group, never as root or system accounts
+        ({**HPC, "hpc_account_users_group": "hpcusers", "hpc_account_users_min_uid": 1000}, None),
+        ({**HPC, "hpc_account_users_group": "HPC users"}, "hpc_account_users_group"),
+        ({**HPC, "hpc_account_users_group": "hpcusers", "hpc_account_users_min_uid": 0}, "hpc_account_users_min_uid"),
+        ({**HPC, "hpc_account_users_min_uid": 999}, "hpc_account_users_min_uid"),
     ],
 )
 def test_hpc_account(overrides, bad):
@@ -444,6 +465,9 @@ def test_job_wrappers(overrides, bad):
         ("notebook_images", {"notebook_images_docker_prefix": ""}, None),
         ("notebook_images", {"notebook_images_docker_prefix": "clusterhub"}, "notebook_images_docker_prefix"),
         ("notebook_images", {"notebook_images_docker_prefix": "Site/"}, "notebook_images_docker_prefix"),
+        ("notebook_images", {"notebook_images_list": [{"name": "My Image"}]}, "notebook_images_list"),
+        ("notebook_images", {"notebook_images_list": [{"name": "x"}, {"name": "x"}]}, "notebook_images_list"),
+        ("notebook_images", {"notebook_images_list": [{"name": "x", "engines": ["podman"]}]}, "notebook_images_list"),
         ("docker_engine", {}, None),
         ("docker_engine", {"docker_engine_images_dir": "cache"}, "docker_engine_images_dir"),
         ("docker_engine", {"docker_engine_images_dir": "/var"}, "docker_engine_images_dir"),
@@ -454,6 +478,26 @@ def test_job_wrappers(overrides, bad):
 )
 def test_paths(role, overrides, bad):
     check(role, bad, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "bad"),
+    [
+        ({}, None),
+        ({"apptainer_config": {"mount hostfs": "yes"}}, "may not turn 'mount hostfs' on"),
+        ({"apptainer_config": {"mount hostfs": "no"}}, None),
+        ({"apptainer_bind_paths": ["/etc/hosts", "relative/path"]}, "apptainer_bind_paths entries must be absolute"),
+        ({"apptainer_bind_paths": ["/etc/hosts", "/srv/data:/data:ro"]}, None),
+    ],
+)
+def test_apptainer_settings(overrides, bad):
+    """The hardened configuration's rules (moved here from the lab's bad-inventory runs). The node's /dev/fuse
+    check reads this machine's device, whatever its mode here: only the settings' own messages count."""
+    messages = [m for m in fail_messages("apptainer", **overrides) if "/dev/fuse" not in m]
+    if bad is None:
+        assert messages == []
+    else:
+        assert any(bad in message for message in messages), messages
 
 
 def image(mirror: str | None) -> dict[str, Any]:
