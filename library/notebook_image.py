@@ -380,6 +380,7 @@ from ansible.module_utils.clusterhub_image_spec import (
     DEFAULT_NOTEBOOK_PACKAGES,
     DEFAULT_REPO_DEST,
     DEFAULT_VENV,
+    SIF_COMPRESSION,
     SpecError,
     validate_spec,
 )
@@ -443,7 +444,7 @@ def argument_spec() -> dict:
         "trust_host_ca": {"type": "bool", "default": False},
         "host_ca_bundle": {"type": "path", "default": DEFAULT_CA_BUNDLE},
         "fakeroot": {"type": "bool", "default": True},
-        "sif_compression": {"type": "str", "default": "gzip", "choices": ["gzip", "zstd", "xz", "lz4"]},
+        "sif_compression": {"type": "str", "default": "gzip", "choices": list(SIF_COMPRESSION)},
         "build_cache": {"type": "bool", "default": True},
         "validate": {"type": "bool", "default": True},
         "kernel_start_check": {"type": "bool", "default": True},

@@ -5,8 +5,8 @@
 #   phases.sh [--beside "PHASE..."] PHASE...
 #
 # The PHASEs run one after another. The --beside phases run one after another too, at the same time as those, with
-# their output kept in .cache/phases/ and printed when they end: the quick checks (lint, unit tests) need none of the
-# lab, so they take no wall time of their own while molecule creates and converges it. The first failure on either
+# their output kept in .cache/phases/ and printed when they end: the quick checks (lint, unit and integration tests)
+# need none of the lab, so they take no wall time of their own while molecule creates and converges it. The first failure on either
 # side stops the other side.
 set -uo pipefail
 beside=()
@@ -22,7 +22,6 @@ overall=$(date +%s)
 run() {
   local rows="$logs/$1.rows" phase started rc
   shift
-  : >"$rows"
   for phase in "$@"; do
     started=$(date +%s)
     make --no-print-directory "$phase"

@@ -9,6 +9,7 @@ file checks through ansible-playbook itself, in normal and in check mode.
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,14 @@ def listed(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
+def owner_name(uid: int) -> str:
+    """The account name Ansible's stat reports as pw_name (the number where no account has it)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 def fail_messages(role: str, **overrides: Any) -> list[str]:
     """The fail_msg of every assert of the role's tasks/validate.yml that fails for these variables."""
     variables = role_variables(role, overrides)
@@ -102,10 +111,11 @@ def fail_messages(role: str, **overrides: Any) -> list[str]:
                 path = engine.template(args["path"])
                 found = {"exists": os.path.lexists(path)}
                 if found["exists"]:
-                    mode = os.stat(path).st_mode
-                    found.update(isreg=os.path.isfile(path), isdir=os.path.isdir(path), ischr=stat.S_ISCHR(mode))
-                    found.update(roth=bool(mode & stat.S_IROTH), woth=bool(mode & stat.S_IWOTH))
-                    found.update(mode=f"{stat.S_IMODE(mode):04o}", pw_name=str(os.stat(path).st_uid))
+                    st = os.stat(path)
+                    found.update(isreg=stat.S_ISREG(st.st_mode), isdir=stat.S_ISDIR(st.st_mode))
+                    found.update(ischr=stat.S_ISCHR(st.st_mode), mode=f"{stat.S_IMODE(st.st_mode):04o}")
+                    found.update(roth=bool(st.st_mode & stat.S_IROTH), woth=bool(st.st_mode & stat.S_IWOTH))
+                    found.update(pw_name=owner_name(st.st_uid))
                 results.append({"item": item, "stat": found})
             elif action == "ansible.builtin.include_vars":
                 source = args["file"] if isinstance(args, dict) else args
@@ -265,12 +275,9 @@ def test_jupyterhub_run_as_user_needs_a_remote_partition():
     """run_as user is remote HPC mode's (hpc-gate runs the job as the user's own account); a direct partition
     already runs jobs as the hub user (moved here from the lab's bad-inventory runs)."""
     direct = {"name": "jupyter", "max_cpus": 2, "max_memory_gb": 4, "max_hours": 12, "run_as": "user"}
-    overrides = {**OWN_REMOTE, "jupyterhub_allowed_groups": ["students"], "jupyterhub_partitions": [direct]}
-    check("jupyterhub", "jupyterhub_partitions", **{**overrides, "jupyterhub_profiles": []})
-    assert any(
-        "jupyterhub_partitions jupyter: run_as user needs remote true" in message
-        for message in fail_messages("jupyterhub", **{**overrides, "jupyterhub_profiles": []})
-    )
+    restricted = {"jupyterhub_allowed_groups": ["students"], "jupyterhub_profiles": []}
+    messages = fail_messages("jupyterhub", **{**OWN_REMOTE, **restricted, "jupyterhub_partitions": [direct]})
+    assert any("jupyterhub_partitions jupyter: run_as user needs remote true" in message for message in messages)
 
 
 def test_jupyterhub_without_run_as_user_partitions_needs_no_restriction():
