@@ -103,6 +103,8 @@ def test_papermill_runs_a_parameterised_notebook_in_the_sif_as_a_slurm_job(login
 
 HUB = pytest.mark.skipif(PLAYBOOK != "playbooks/site.yml", reason="the scenario did not converge the hub")
 OVERLAY = "/home/{user}/.clusterhub/{user}.img"
+# the wrappers' play alone (its tag), on the direct mode's nodes: where a change of the overlay size applies
+WRAPPERS_PLAY = ("playbooks/containers.yml", "--limit", "node1,node2", "--tags", "job_wrappers")
 
 
 @HUB
@@ -162,11 +164,9 @@ def test_the_overlay_home_survives_a_size_change_and_hides_other_users(hub_as, l
         )
         assert out.split() == ["/home/alice", "False", "False"], "only her overlay: no host home, no bob"
         alice.stop()
-        # the site doubles the overlay size and re-runs the playbook: nothing is reformatted
+        # the site doubles the overlay size and re-runs the wrappers' play: nothing is reformatted
         # (on the direct mode's nodes, where her server runs)
-        result = run_playbook(
-            "playbooks/containers.yml", "--limit", "node1,node2", "-e", "job_wrappers_overlay_size_mib=512"
-        )
+        result = run_playbook(*WRAPPERS_PLAY, "-e", "job_wrappers_overlay_size_mib=512")
         assert result.returncode == 0, result.stdout[-3000:]
         alice.start(options={"profile": "small", "image": "python"})
         assert alice.run_code("import os; print(open(os.path.expanduser('~/keep.txt')).read())").strip() == "kept"
@@ -175,7 +175,7 @@ def test_the_overlay_home_survives_a_size_change_and_hides_other_users(hub_as, l
         assert "kept " + overlay in log and "clusterhub-overlay grow" in log
     finally:
         alice.stop()
-        run_playbook("playbooks/containers.yml", "--limit", "node1,node2")
+        run_playbook(*WRAPPERS_PLAY)
         wait_for(lambda: not squeue_jobs(login, "alice"), what="alice's job gone")
 
 

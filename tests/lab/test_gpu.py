@@ -37,6 +37,11 @@ def gpu_play(*args: str):
     return run_playbook("playbooks/gpu.yml", "--limit", "node2", *args)
 
 
+def toolkit_play(*args: str):
+    """The toolkit's play of gpu.yml alone (its tag): what the daemon.json and repository cases exercise."""
+    return gpu_play("--tags", "nvidia_container_toolkit", *args)
+
+
 def test_nvidia_smi_is_installed_but_reaches_no_driver(node2):
     smi = node2.run("nvidia-smi")
     assert smi.rc != 0
@@ -67,14 +72,14 @@ def test_converged_play_changes_nothing_and_says_why_the_module_is_not_loaded():
 
 
 def test_daemon_json_keeps_foreign_keys_and_gains_the_runtime(node2, staged_daemon_json):
-    first = gpu_play()
+    first = toolkit_play()
     assert first.returncode == 0, first.stdout[-3000:]
     merged = json.loads(node2.file(staged_daemon_json).content_string)
     assert merged["log-opts"] == {"max-size": "10m"}
     assert merged["features"] == {"buildkit": True}
     assert merged["runtimes"]["nvidia"] == {"path": "nvidia-container-runtime", "args": []}
     assert "default-runtime" not in merged
-    second = gpu_play()
+    second = toolkit_play()
     assert second.returncode == 0
     assert recap_changed(second.stdout)["node2"] == 0
 
@@ -82,7 +87,7 @@ def test_daemon_json_keeps_foreign_keys_and_gains_the_runtime(node2, staged_daem
 def test_invalid_daemon_json_is_refused_and_left_alone(node2, staged_daemon_json):
     broken = '{"log-driver": "json-file",\n'
     node2.check_output(f"printf '%s' '{broken}' > {staged_daemon_json}")
-    result = gpu_play()
+    result = toolkit_play()
     assert result.returncode != 0
     assert f"{staged_daemon_json} is not valid JSON" in result.stdout
     assert node2.file(staged_daemon_json).content_string == broken
@@ -91,7 +96,7 @@ def test_invalid_daemon_json_is_refused_and_left_alone(node2, staged_daemon_json
 def test_toolkit_install_without_its_repository_stops_naming_it_and_changes_nothing(node2):
     snapshot = "ls -l /etc/apt/sources.list.d /etc/apt/keyrings; dpkg-query -W -f '${Package} ${Version}\\n'"
     before = node2.check_output(snapshot)
-    result = gpu_play("-e", json.dumps({"nvidia_container_toolkit_install": True}))
+    result = toolkit_play("-e", json.dumps({"nvidia_container_toolkit_install": True}))
     assert result.returncode != 0
     assert "NVIDIA's container toolkit repository cannot be reached from node2" in result.stdout
     assert f"{TOOLKIT_REPO}/InRelease" in result.stdout

@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import PLAYBOOK, PREFIX, run_playbook, wait_for
+from conftest import PLAYBOOK, PREFIX, reconfigure_hub, wait_for
 from hubclient import StartFailed
 
 pytestmark = [
@@ -258,7 +258,7 @@ def test_with_a_name_map_only_the_users_it_names_run_as_their_own_hpc_accounts(h
     without a map), is refused on hpcown at once with a sentence and no job of his is submitted; alice still
     runs as hers."""
     mapping = '{"jupyterhub_hpc_user_map": {"alice": "alice"}}'
-    mapped = run_playbook("playbooks/hub.yml", "--limit", "hub", "-e", mapping)
+    mapped = reconfigure_hub("-e", mapping)
     assert mapped.returncode == 0, mapped.stdout[-3000:]
     alice = hub_as("alice")
     try:
@@ -272,7 +272,7 @@ def test_with_a_name_map_only_the_users_it_names_run_as_their_own_hpc_accounts(h
     finally:
         alice.stop()
         wait_for(lambda: not own_jobs(login, "alice"), what="alice's job gone")
-        restored = run_playbook("playbooks/hub.yml", "--limit", "hub")
+        restored = reconfigure_hub()
         assert restored.returncode == 0, restored.stdout[-3000:]
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import CHROMIUM, LAB_USERS, ROOT, run_playbook, squeue_jobs, wait_for
+from conftest import CHROMIUM, LAB_USERS, ROOT, reconfigure_hub, squeue_jobs, wait_for
 from hubclient import HUB_URL, Hub
 
 ARTIFACTS = Path(os.environ.get("CLUSTERHUB_ARTIFACTS", ROOT / "artifacts"))
@@ -220,16 +220,14 @@ def subdomains(hub, hub_as, hub_cert, login):
     names_before = certificate_names(hub)
     stop_all(hub_as, login)  # servers started under one origin keep its URLs
     try:
-        on = run_playbook(
-            "playbooks/hub.yml", "--limit", "hub", "-e", json.dumps({"jupyterhub_subdomain_host": SUBDOMAIN_HOST})
-        )
+        on = reconfigure_hub("-e", json.dumps({"jupyterhub_subdomain_host": SUBDOMAIN_HOST}))
         assert on.returncode == 0, on.stdout[-3000:]
         yield follow_certificate(hub, hub_cert)
     finally:
         try:
             stop_all(hub_as, login)
         finally:
-            off = run_playbook("playbooks/hub.yml", "--limit", "hub")
+            off = reconfigure_hub()
             assert off.returncode == 0, off.stdout[-3000:]
         assert "subdomain_host" not in hub.file(CONFIG).content_string
         assert "--host-routing" not in hub.file(PROXY_UNIT).content_string
