@@ -88,10 +88,11 @@ def run_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
     return _run_ansible(["ansible-playbook", playbook, *args], ANSIBLE_NOCOLOR="1")
 
 
-def reconfigure_hub(*args: str) -> subprocess.CompletedProcess:
+def reconfigure_hub(*args: str, tag: str = "configure") -> subprocess.CompletedProcess:
     """Render the hub's configuration again (with extra arguments such as -e), as a site does after changing a hub
-    variable: playbooks/hub.yml on the hub with the role's `configure` tag (its checks run too; no install step)."""
-    return run_playbook("playbooks/hub.yml", "--limit", "hub", "--tags", "configure", *args)
+    variable: playbooks/hub.yml on the hub with one of the role's tags, `configure` or the narrower `maintenance`
+    (its checks run too; no install step)."""
+    return run_playbook("playbooks/hub.yml", "--limit", "hub", "--tags", tag, *args)
 
 
 def run_module(host: str, module: str, args: dict) -> dict:

@@ -7,7 +7,7 @@ import re
 import subprocess
 
 import pytest
-from conftest import PREFIX, recap_changed, run_playbook, squeue_jobs, start_node_again, wait_for
+from conftest import PREFIX, recap_changed, reconfigure_hub, run_playbook, squeue_jobs, start_node_again, wait_for
 
 NODES = {"node1", "node2"}
 HEALTH = "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8081/hub/health')\""
@@ -137,9 +137,7 @@ def test_lost_compute_node_stops_the_server_and_another_node_serves(alice, login
 
 def test_maintenance_refuses_new_spawns_and_keeps_running_servers(alice, bob):
     alice.start(options={"profile": "small"})
-    on = run_playbook(
-        "playbooks/hub.yml", "--limit", "hub", "--tags", "maintenance", "-e", '{"jupyterhub_maintenance": true}'
-    )
+    on = reconfigure_hub("-e", '{"jupyterhub_maintenance": true}', tag="maintenance")
     assert on.returncode == 0, on.stdout[-2000:]
     try:
         r = bob.post("/users/bob/server", json={"profile": "small"})
@@ -151,7 +149,7 @@ def test_maintenance_refuses_new_spawns_and_keeps_running_servers(alice, bob):
         assert alice.server()["ready"]
         assert alice.user_get("/api/status").status_code == 200
     finally:
-        off = run_playbook("playbooks/hub.yml", "--limit", "hub", "--tags", "maintenance")
+        off = reconfigure_hub(tag="maintenance")
         assert off.returncode == 0, off.stdout[-2000:]
 
 
