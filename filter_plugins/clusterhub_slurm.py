@@ -5,7 +5,24 @@ Plain functions, tested by tests/unit/test_slurm_inventory.py without Ansible.
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
+from pathlib import Path
+
+
+def _module_utils(name: str):
+    """The project's module_utils/<name>.py, under the name the modules import it by (ansible.module_utils.<name>),
+    loaded once: the rules a module applies on a host are the ones the validation play checks."""
+    full = f"ansible.module_utils.{name}"
+    if full not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "module_utils" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(full, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[full] = module
+    return sys.modules[full]
+
 
 TIME_RE = re.compile(r"^(UNLIMITED|INFINITE|(\d+-)?\d+(:\d{2}){0,2})$")
 OVERSUBSCRIBE_RE = re.compile(r"^(NO|EXCLUSIVE|YES(:\d+)?|FORCE(:\d+)?)$")
@@ -205,6 +222,12 @@ def slurm_hub_partition_errors(hub_partitions, slurm_partitions, computes, hostv
     return errors
 
 
+def slurm_account_errors(cluster, accounts) -> list[str]:
+    """slurm_cluster_name and slurm_accounts as the slurm_accounting module will check them, one sentence each."""
+    rules = _module_utils("clusterhub_accounting")
+    return [f"slurm_accounts: {error}" for error in rules.account_errors(str(cluster), list(accounts or []))]
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -214,4 +237,5 @@ class FilterModule:
             "slurm_node_list": slurm_node_list,
             "slurm_hub_partitions": slurm_hub_partitions,
             "slurm_hub_partition_errors": slurm_hub_partition_errors,
+            "slurm_account_errors": slurm_account_errors,
         }

@@ -32,8 +32,8 @@ FACTS = {"ansible_processor_vcpus": 2, "ansible_memtotal_mb": 8192}
 
 
 def host_variables(role: str, host: str, inventory: str = "lab", extra: dict | None = None) -> dict[str, Any]:
-    """A host's variables as a play of `role` sees them: role defaults < inventory < role vars < extra; every
-    host's facts are FACTS."""
+    """A host's variables as a play of `role` sees them: role defaults < inventory < role vars (main.yml, then
+    Debian.yml, the OS variables a role loads on the lab's hosts) < extra; every host's facts are FACTS."""
     from ansible.inventory.manager import InventoryManager  # noqa: PLC0415 - only the renders need Ansible's loader
     from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
     from ansible.vars.hostvars import HostVars  # noqa: PLC0415
@@ -46,13 +46,13 @@ def host_variables(role: str, host: str, inventory: str = "lab", extra: dict | N
     # other hosts' inventory variables (no facts: what slurm_node and the inventory say), as a play sees them
     variable_manager._hostvars = HostVars(inventory=manager, variable_manager=variable_manager, loader=loader)
     variables = variable_manager.get_vars(host=manager.get_host(host), include_hostvars=True)
-    vars_file = ROOT / "roles" / role / "vars" / "main.yml"
+    vars_files = [ROOT / "roles" / role / "vars" / name for name in ("main.yml", "Debian.yml")]
     return {
         **load(ROOT / "roles" / role / "defaults" / "main.yml"),
         **variables,
         "role_path": str(ROOT / "roles" / role),
         "ansible_managed": "Ansible managed",
-        **(load(vars_file) if vars_file.is_file() else {}),
+        **{key: value for path in vars_files if path.is_file() for key, value in load(path).items()},
         **(extra or {}),
     }
 

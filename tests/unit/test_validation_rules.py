@@ -596,9 +596,24 @@ SLURM = {
         ({**SLURM, "slurm_state_save_location": "slurmctld"}, "slurm_state_save_location"),
         ({**SLURM, "slurm_conf_config": {"SlurmdPort": 6817}}, "SlurmdPort"),
         ({**SLURM, "slurm_conf_config": {"SlurmctldPort": "6817-6820", "SlurmdPort": 6818}}, "SlurmctldPort"),
-        ({**SLURM, "slurm_conf_config": {"SlurmctldPort": "6817-6820", "SlurmdPort": 6821}}, None),
+        ({**SLURM, "slurm_conf_config": {"SlurmctldPort": "6817-6820", "SlurmdPort": 6821}}, "slurm_dbd_port (6819)"),
+        (
+            {**SLURM, "slurm_conf_config": {"SlurmctldPort": "6817-6820", "SlurmdPort": 6821}, "slurm_dbd_port": 16819},
+            None,
+        ),
         ({**SLURM, "slurm_conf_config": {"SlurmctldPort": 70000}}, "SlurmctldPort"),
         ({**SLURM, "slurm_conf_config": {"SlurmdPort": "x"}}, "SlurmdPort"),
+        # accounting: one slurmdbd host, its port and database, the accounts sacctmgr will be given
+        ({**SLURM, "groups": {**SLURM["groups"], "slurm_dbd": ["ctl"]}}, None),
+        ({**SLURM, "groups": {**SLURM["groups"], "slurm_dbd": ["ctl", "node1"]}}, "slurm_dbd_group"),
+        ({**SLURM, "slurm_dbd_port": 6817}, "slurm_dbd_port"),
+        ({**SLURM, "slurm_dbd_port": 6818}, "slurm_dbd_port"),
+        ({**SLURM, "slurm_dbd_port": 0}, "slurm_dbd_port"),
+        ({**SLURM, "slurm_dbd_database": "acct`; DROP DATABASE mysql; --"}, "slurm_dbd_database"),
+        ({**SLURM, "slurm_accounts": [{"name": "physics", "users": ["ada"]}]}, None),
+        ({**SLURM, "slurm_accounts": [{"name": "Physics"}]}, "slurm_accounts: account 'Physics'"),
+        ({**SLURM, "slurm_accounts": [{"name": "ta", "parent": "physics"}]}, "slurm_accounts: account 'ta': parent"),
+        ({**SLURM, "slurm_accounts": [{"name": "p", "users": ["ada;id"]}]}, "slurm_accounts: account 'p': user"),
     ],
 )
 def test_slurm(overrides, bad):
