@@ -126,6 +126,14 @@ def clusterhub_not_found(results: Iterable[Mapping], kind: str = "file") -> list
     ]
 
 
+def clusterhub_sudo_runas(group: str, min_uid) -> str:
+    """A sudoers Runas list: the members of `group`, never root, nobody (65534) or any uid below `min_uid` (sudo
+    has no uid ranges: each is excluded by number, whether an account has it yet or not). The hub's rule and the
+    runs service's rule use the same one."""
+    excluded = [*range(int(min_uid)), 65534]
+    return ", ".join([f"%{group}", "!root", *(f"!#{uid}" for uid in excluded)])
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -139,4 +147,5 @@ class FilterModule:
             "clusterhub_not_found": clusterhub_not_found,
             "clusterhub_port_spans": clusterhub_port_spans,
             "clusterhub_port_ranges": clusterhub_port_ranges,
+            "clusterhub_sudo_runas": clusterhub_sudo_runas,
         }

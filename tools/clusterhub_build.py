@@ -45,7 +45,10 @@ def _metadata(project: dict) -> str:
 
 def _entry_points(project: dict) -> str:
     out = []
-    for group, points in sorted(project.get("entry-points", {}).items()):
+    groups = dict(project.get("entry-points", {}))
+    if project.get("scripts"):  # [project.scripts]: the console_scripts group, which pip makes executables of
+        groups["console_scripts"] = project["scripts"]
+    for group, points in sorted(groups.items()):
         out.append(f"[{group}]")
         out += [f"{name} = {target}" for name, target in sorted(points.items())]
         out.append("")

@@ -32,6 +32,16 @@ def lab_certificate(prefix: str = os.environ.get("CLUSTERHUB_LAB_PREFIX", "chlab
     return f.name
 
 
+def parameterised_notebook(*sources: str) -> str:
+    """A Python notebook (JSON text) whose first cell, tagged `parameters`, sets n = 1, then one code cell per
+    source: what the notebook-run tests execute."""
+    cell = {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None}
+    cells = [{**cell, "metadata": {"tags": ["parameters"]}, "source": "n = 1"}]
+    cells += [{**cell, "source": source} for source in sources]
+    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return json.dumps({"cells": cells, "metadata": {"kernelspec": kernelspec}, "nbformat": 4, "nbformat_minor": 5})
+
+
 class StartFailed(RuntimeError):
     """A start that failed: `status` of the spawn request (201/202 when it failed later) and what the user read."""
 

@@ -356,6 +356,28 @@ def test_tunnel_user(overrides, bad):
     check("tunnel_user", bad, **overrides)
 
 
+# --- notebook_runner ------------------------------------------------------------------------------------------
+RUNNER = {"jupyterhub_slurm_users_group": "students"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "bad"),
+    [
+        (RUNNER, None),
+        ({**RUNNER, "notebook_runner_db_url": "postgresql+psycopg://runs:pw@db/runs"}, None),
+        ({**RUNNER, "notebook_runner_db_url": "mysql://x"}, "notebook_runner_db_url"),
+        ({**RUNNER, "jupyterhub_slurm_users_group": ""}, "notebook_runner_users_group is empty"),
+        ({**RUNNER, "notebook_runner_port": 8081}, "notebook_runner_port"),  # the hub's API
+        ({**RUNNER, "notebook_runner_port": 443}, "notebook_runner_port"),  # the hub's HTTPS
+        ({**RUNNER, "notebook_runner_port": 70000}, "notebook_runner_port"),
+        ({**RUNNER, "notebook_runner_service_name": "Runs Service"}, "notebook_runner_service_name"),
+        ({**RUNNER, "notebook_runner_user": "root;id"}, "notebook_runner_user"),
+    ],
+)
+def test_notebook_runner(overrides, bad):
+    check("notebook_runner", bad, **overrides)
+
+
 # --- webdav_server, webdav_client --------------------------------------------------------------------------
 DAV = {"webdav_server_tls_cert": A_FILE, "webdav_server_tls_key": A_FILE}
 NOT_HUB = {"groups": {"all": [HOST], "jupyterhub": []}}

@@ -1,0 +1,475 @@
+"""The notebook runs service: a JupyterHub service (users log in through the hub's OAuth, or send a hub API token)
+with a REST API shaped like jupyter-scheduler's, under the service's prefix (/services/runs/):
+
+  GET    scheduler/runtime_environments          the images (and the nodes' own environment)
+  GET    scheduler/jobs[?status=&limit=&next_token=]   the user's runs, newest first
+  POST   scheduler/jobs                          create a run: {input_filename, notebook (its JSON text),
+                                                 runtime_environment_name, profile | partition/cpus/memory_gb/hours/
+                                                 gpus, parameters, sweep, kernel, name}
+  GET    scheduler/jobs/ID                       one run (with the failing cell and the log's tail once FAILED)
+  PATCH  scheduler/jobs/ID  {"status": "STOPPED"}  stop it (scancel as its owner)
+  GET    scheduler/jobs/ID/files/NAME[?format=html]  input.ipynb, output[-N].ipynb, job-N.log (read as the owner)
+
+Another user's run is 404, whatever its id. Every error is JSON {"message": one sentence}; nothing is submitted
+before the request passed the spawner's own checks. A reconciler polls Slurm (one squeue, then one sacct per owner
+of runs that left the queue) and keeps the records in the database current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import os
+import re
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import jinja2
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.utils import url_path_join
+from tornado import ioloop, web
+from tornado.httpserver import HTTPServer
+from traitlets import Bool, Dict, Float, Integer, List, Unicode
+from traitlets.config import Application
+
+from clusterhub.hub.request import OptionsError
+from clusterhub.protocol import USER_NAME_RE
+from clusterhub.runs import states
+from clusterhub.runs.job import RUN_ID_RE, build
+from clusterhub.runs.slurm import SlurmCommands, SlurmError, reconcile
+from clusterhub.runs.store import Run, Store
+
+log = logging.getLogger("clusterhub.runs")
+PAGE = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True
+).get_template("runs.html.j2")
+FILE_RE = re.compile(r"^(input\.ipynb|output(-\d{1,4})?\.ipynb|job-\d{1,4}\.log)$")
+MAX_BODY = 4 * 1024 * 1024
+LOG_TAIL_LINES = 40
+
+
+def _ms(t: float | None) -> int | None:
+    return None if t is None else int(t * 1000)
+
+
+class Settings:
+    """What the handlers share: the store, Slurm, the site's offer, a thread pool for the blocking commands."""
+
+    def __init__(self, store: Store, slurm: SlurmCommands, offer: dict, read_file):
+        self.store = store
+        self.slurm = slurm
+        self.offer = offer
+        self.read_file = read_file  # (owner, relative path) -> bytes, read as the owner
+        self.pool = ThreadPoolExecutor(4, thread_name_prefix="runs")
+
+    async def blocking(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+
+class BaseHandler(HubOAuthenticated, web.RequestHandler):
+    @property
+    def runs(self) -> Settings:
+        return self.settings["runs"]
+
+    def check_xsrf_cookie(self):
+        # a hub API token in the Authorization header is not a browser's ambient credential
+        if self.request.headers.get("Authorization", "").startswith(("token ", "Bearer ")):
+            return None
+        return super().check_xsrf_cookie()
+
+    @property
+    def owner(self) -> str:
+        model = self.current_user or {}
+        name = model.get("name", "")
+        if model.get("kind", "user") != "user" or not USER_NAME_RE.match(name):
+            raise web.HTTPError(403, "only hub users (not services) own runs")
+        return name
+
+    def write_json(self, data, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, web.HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        elif status_code >= 500:
+            message = "the runs service failed on this request; try again, and tell the admins if it persists"
+        else:
+            message = self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": message}))
+
+    def body(self) -> dict:
+        if len(self.request.body) > MAX_BODY:
+            raise web.HTTPError(413, f"the request is over {MAX_BODY // 2**20} MiB")
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, "the request body is not JSON") from None
+        if not isinstance(data, dict):
+            raise web.HTTPError(400, "the request body must be a JSON object")
+        return data
+
+    def run_or_404(self, run_id: str) -> Run:
+        run = self.runs.store.get(self.owner, run_id) if RUN_ID_RE.match(run_id) else None
+        if run is None:
+            raise web.HTTPError(404, f"no run {run_id[:40]} of yours")
+        return run
+
+    def describe(self, run: Run, detail: bool = False) -> dict:
+        outputs = [f"output-{i}.ipynb" for i in range(run.tasks)] if run.sweep else ["output.ipynb"]
+        base = url_path_join(self.hub_auth.base_url, "scheduler/jobs", run.run_id)
+        described = {
+            "job_id": run.run_id,
+            "name": run.name,
+            "input_filename": run.input_filename,
+            "runtime_environment_name": run.request.get("image", ""),
+            "compute_type": run.request.get("partition", ""),
+            "resources": run.request,
+            "parameters": run.parameters,
+            "sweep": run.sweep,
+            "tasks": run.tasks,
+            "status": run.status,
+            "status_message": run.status_message,
+            "slurm_job_id": run.job_id,
+            "create_time": _ms(run.create_time),
+            "update_time": _ms(run.update_time),
+            "start_time": _ms(run.start_time),
+            "end_time": _ms(run.end_time),
+            "efficiency": run.efficiency or None,
+            "job_files": [
+                {"display_name": name, "file_format": name.rsplit(".", 1)[-1], "file_path": f"{base}/files/{name}"}
+                for name in ["input.ipynb", *outputs, *(f"job-{i}.log" for i in range(run.tasks))]
+            ],
+        }
+        return described
+
+
+class RuntimeEnvironmentsHandler(BaseHandler):
+    @web.authenticated
+    def get(self):
+        self.write_json(
+            [
+                {
+                    "name": image["name"],
+                    "label": image.get("display_name", image["name"]),
+                    "description": "the nodes' own environment"
+                    if not image.get("path")
+                    else f"Apptainer {image['path']}",
+                    "file_extensions": ["ipynb"],
+                    "output_formats": [{"name": "ipynb", "label": "Notebook"}, {"name": "html", "label": "HTML"}],
+                    "compute_types": [p["name"] for p in self.runs.offer["partitions"]],
+                    "default_compute_type": (self.runs.offer["partitions"] or [{"name": ""}])[0]["name"],
+                    "utc_only": True,
+                }
+                for image in self.runs.offer["images"]
+            ]
+        )
+
+
+class JobsHandler(BaseHandler):
+    @web.authenticated
+    def get(self):
+        try:
+            limit = int(self.get_argument("limit", "100"))
+            before = float(self.get_argument("next_token")) / 1000 if self.get_argument("next_token", "") else None
+        except ValueError:
+            raise web.HTTPError(400, "limit and next_token must be numbers") from None
+        status = self.get_argument("status", "") or None
+        found = self.runs.store.list(self.owner, limit=limit, before=before, status=status)
+        self.write_json(
+            {
+                "jobs": [self.describe(run) for run in found],
+                "total_count": self.runs.store.count(self.owner),
+                "next_token": str(_ms(found[-1].create_time)) if len(found) == max(1, min(limit, 1000)) else None,
+            }
+        )
+
+    @web.authenticated
+    async def post(self):
+        data = self.body()
+        owner = self.owner
+        offer = self.runs.offer
+        options = {k: data[k] for k in ("profile", "partition", "cpus", "memory_gb", "hours", "gpus") if k in data}
+        options["image"] = data.get("runtime_environment_name", "")
+        notebook = data.get("notebook")
+        if not isinstance(notebook, str):
+            raise web.HTTPError(400, "notebook must be the notebook file's text (JSON)")
+        filename = str(data.get("input_filename", "notebook.ipynb"))
+        if not re.match(r"^[^/\x00-\x1f]{1,255}$", filename):
+            raise web.HTTPError(400, "input_filename must be a file name without '/'")
+        if options.get("profile") in offer["remote_profiles"]:
+            raise web.HTTPError(
+                400,
+                f"profile {options['profile']} runs in remote HPC mode, which runs do not support yet; "
+                "choose a profile of the cluster's own partitions",
+            )
+        try:
+            job = build(
+                options,
+                notebook,
+                data.get("parameters") or {},
+                profiles=offer["profiles"],
+                partitions=offer["partitions"],
+                images=offer["images"],
+                allow_custom=offer["allow_custom"],
+                sweep=data.get("sweep") or None,
+                kernel=str(data.get("kernel") or ""),
+            )
+        except OptionsError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        now = time.time()
+        run = Run(
+            run_id=job.run_id,
+            owner=owner,
+            status=states.QUEUED,
+            create_time=now,
+            update_time=now,
+            name=str(data.get("name") or filename)[:255],
+            input_filename=filename,
+            request=job.request.as_user_options(),
+            parameters=job.parameter_sets[0] if not job.sweep else data.get("parameters"),
+            sweep=data.get("sweep") or "",
+            tasks=len(job.parameter_sets),
+            status_message="submitting",
+        )
+        try:
+            job_id = await self.runs.blocking(self.runs.slurm.submit, owner, job)
+        except SlurmError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        run.job_id, run.status_message = job_id, "queued"
+        self.runs.store.add(run)
+        log.info("run %s of %s submitted as job %s", run.run_id, owner, job_id)
+        self.write_json({"job_id": run.run_id, "slurm_job_id": job_id}, status=201)
+
+
+class JobHandler(BaseHandler):
+    @web.authenticated
+    async def get(self, run_id: str):
+        run = self.run_or_404(run_id)
+        described = self.describe(run)
+        if run.status == states.FAILED:
+            described.update(await self.failure(run))
+        self.write_json(described)
+
+    async def failure(self, run: Run) -> dict:
+        """The failing cell of the executed notebook and the job log's tail, where the run left them."""
+        found: dict = {"failed_cell": None, "log_tail": ""}
+        for task in range(run.tasks):
+            name = f"output-{task}.ipynb" if run.sweep else "output.ipynb"
+            try:
+                cell = states.failed_cell(
+                    json.loads(await self.runs.blocking(self.runs.read_file, run.owner, f"{run.run_id}/{name}"))
+                )
+                log_text = await self.runs.blocking(self.runs.read_file, run.owner, f"{run.run_id}/job-{task}.log")
+            except (OSError, ValueError):
+                continue
+            if cell:
+                found = {
+                    "failed_cell": cell | {"task": task},
+                    "log_tail": "\n".join(log_text.decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]),
+                }
+                break
+        return found
+
+    @web.authenticated
+    async def patch(self, run_id: str):
+        run = self.run_or_404(run_id)
+        if self.body().get("status") != states.STOPPED:
+            raise web.HTTPError(400, 'only {"status": "STOPPED"} can be set')
+        if run.active:
+            try:
+                await self.runs.blocking(self.runs.slurm.cancel, run.owner, run.job_id)
+            except SlurmError as exc:
+                raise web.HTTPError(409, str(exc)) from None
+            self.runs.store.update(run.run_id, status_message="stopping")
+        self.set_status(204)
+        self.finish()
+
+
+class JobFileHandler(BaseHandler):
+    @web.authenticated
+    async def get(self, run_id: str, name: str):
+        run = self.run_or_404(run_id)
+        if not FILE_RE.match(name):
+            raise web.HTTPError(404, f"a run has no file {name[:60]}")
+        try:
+            data = await self.runs.blocking(self.runs.read_file, run.owner, f"{run.run_id}/{name}")
+        except OSError:
+            raise web.HTTPError(404, f"{name} is not there (yet): the run may not have started or written it") from None
+        if self.get_argument("format", "") == "html" and name.endswith(".ipynb"):
+            try:
+                page = render_html(json.loads(data), f"{run.name} ({name})")
+            except ValueError:
+                raise web.HTTPError(422, f"{name} is not a readable notebook") from None
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.set_header("Content-Security-Policy", "default-src 'none'; img-src data:; style-src 'unsafe-inline'")
+            self.finish(page)
+            return
+        self.set_header("Content-Type", "application/x-ipynb+json" if name.endswith(".ipynb") else "text/plain")
+        self.set_header("Content-Disposition", f'attachment; filename="{name}"')
+        self.finish(data)
+
+
+def render_html(notebook: dict, title: str) -> str:
+    """An executed notebook as a page: sources, text and error outputs escaped, PNG images inline. HTML and
+    JavaScript outputs are shown as text: a notebook's markup never runs in the service's origin."""
+    parts = [
+        f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>",
+        "<style>pre{background:#f6f6f6;padding:.5em;overflow:auto}.err{background:#fdd}</style>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for cell in notebook.get("cells", []):
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else str(source)
+        parts.append(f"<pre class=src>{html.escape(source)}</pre>")
+        for output in cell.get("outputs", []) or []:
+            kind = output.get("output_type")
+            data = output.get("data", {})
+            if kind == "stream":
+                parts.append(f"<pre>{html.escape(''.join(output.get('text', '')))}</pre>")
+            elif kind == "error":
+                trace = "\n".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", t) for t in output.get("traceback", []))
+                parts.append(f"<pre class=err>{html.escape(trace)}</pre>")
+            elif "image/png" in data and re.match(r"^[A-Za-z0-9+/=\s]+$", "".join(data["image/png"])):
+                png = "".join(data["image/png"]).replace("\n", "")
+                parts.append(f'<img alt="output" src="data:image/png;base64,{png}">')
+            elif "text/plain" in data:
+                parts.append(f"<pre>{html.escape(''.join(data['text/plain']))}</pre>")
+    return "\n".join(parts)
+
+
+class PageHandler(BaseHandler):
+    @web.authenticated
+    def get(self):
+        offer = self.runs.offer
+        page = PAGE.render(
+            user=self.owner,
+            xsrf=self.xsrf_token.decode(),
+            profiles=offer["profiles"],
+            partitions=offer["partitions"],
+            allow_custom=offer["allow_custom"],
+        )
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(page)
+
+
+def read_as_owner(
+    runs_dir: str = ".clusterhub/runs", cat: tuple[str, ...] = ("sudo", "-n", "-u", "{owner}", "/usr/bin/cat", "--")
+):
+    """A file of a run, read as its owner (the service itself cannot read users' homes): owner and relative path
+    come from the records and FILE_RE, never from a request as given."""
+
+    def read(owner: str, relative: str) -> bytes:
+        home = os.path.expanduser(f"~{owner}")
+        argv = [word.format(owner=owner) for word in cat] + [f"{home}/{runs_dir}/{relative}"]
+        done = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise OSError(done.stderr.decode(errors="replace").strip()[:200])
+        return done.stdout
+
+    return read
+
+
+class RunsService(Application):
+    """clusterhub-runs: the notebook runs service (a JupyterHub service with its own systemd unit)."""
+
+    name = "clusterhub-runs"
+    config_file = Unicode("/etc/clusterhub/runs.json", help="The site's offer: profiles, partitions, images").tag(
+        config=True
+    )
+    db_url = Unicode("sqlite:////var/lib/clusterhub-runs/runs.sqlite", help="SQLAlchemy URL of the records").tag(
+        config=True
+    )
+    port = Integer(8089, help="Port on 127.0.0.1 (the hub's proxy forwards /services/runs/ to it)").tag(config=True)
+    poll_interval = Float(5.0, help="Seconds between reconciliations with Slurm").tag(config=True)
+    sbatch = List(Unicode(), SlurmCommands().sbatch).tag(config=True)
+    scancel = List(Unicode(), SlurmCommands().scancel).tag(config=True)
+    squeue = List(Unicode(), SlurmCommands().squeue).tag(config=True)
+    sacct = List(Unicode(), SlurmCommands().sacct).tag(config=True)
+    api_token_file = Unicode(
+        "", help="File with the service's hub API token (systemd's credential); empty: $JUPYTERHUB_API_TOKEN"
+    ).tag(config=True)
+    db_url_file = Unicode("", help="File with the database URL (systemd's credential; it may hold a password)").tag(
+        config=True
+    )
+    debug = Bool(False).tag(config=True)
+    aliases = Dict(
+        {
+            "config": "RunsService.config_file",
+            "db": "RunsService.db_url",
+            "port": "RunsService.port",
+            "api-token-file": "RunsService.api_token_file",
+            "db-url-file": "RunsService.db_url_file",
+            "poll-interval": "RunsService.poll_interval",
+        }
+    )
+
+    def offer(self) -> dict:
+        with open(self.config_file, encoding="utf-8") as f:
+            offer = json.load(f)
+        # remote HPC mode's partitions are not offered for runs (their jobs go through hpc-gate, not sbatch here)
+        partitions = [p for p in offer.get("partitions", []) if not p.get("remote")]
+        names = {p["name"] for p in partitions}
+        profiles = offer.get("profiles", [])
+        return {
+            "partitions": partitions,
+            # Docker profiles stay, for job.build's own message; remote ones are named for the service's
+            "profiles": [p for p in profiles if p.get("kind", "slurm") != "slurm" or p.get("partition") in names],
+            "remote_profiles": [
+                p["slug"] for p in profiles if p.get("kind", "slurm") == "slurm" and p.get("partition") not in names
+            ],
+            "images": offer.get("images", []),
+            "allow_custom": bool(offer.get("allow_custom", True)),
+        }
+
+    def make_app(self, store: Store, slurm: SlurmCommands, read_file) -> web.Application:
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/runs/")
+        settings = Settings(store, slurm, self.offer(), read_file)
+        return web.Application(
+            [
+                (prefix, PageHandler),
+                (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
+                (url_path_join(prefix, "scheduler/runtime_environments"), RuntimeEnvironmentsHandler),
+                (url_path_join(prefix, "scheduler/jobs"), JobsHandler),
+                (url_path_join(prefix, r"scheduler/jobs/([^/]+)"), JobHandler),
+                (url_path_join(prefix, r"scheduler/jobs/([^/]+)/files/([^/]+)"), JobFileHandler),
+            ],
+            runs=settings,
+            cookie_secret=os.urandom(32),
+            xsrf_cookies=True,
+            debug=self.debug,
+        )
+
+    def start(self):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        if self.api_token_file:  # read by HubAuth from the environment, never from a command line
+            os.environ["JUPYTERHUB_API_TOKEN"] = Path(self.api_token_file).read_text().strip()
+        if self.db_url_file:
+            self.db_url = Path(self.db_url_file).read_text().strip()
+        store = Store(self.db_url)
+        slurm = SlurmCommands(sbatch=self.sbatch, scancel=self.scancel, squeue=self.squeue, sacct=self.sacct)
+        app = self.make_app(store, slurm, read_as_owner())
+        HTTPServer(app, xheaders=True).listen(self.port, "127.0.0.1")
+        pool = app.settings["runs"].pool
+
+        async def poll():
+            try:
+                changed = await asyncio.get_running_loop().run_in_executor(pool, reconcile, store, slurm)
+                if changed:
+                    log.info("reconciled: %s", changed)
+            except Exception:
+                log.exception("reconciliation failed; trying again at the next poll")
+
+        ioloop.PeriodicCallback(poll, self.poll_interval * 1000).start()
+        log.info("clusterhub-runs on 127.0.0.1:%s, records in %s", self.port, self.db_url.split("@")[-1])
+        ioloop.IOLoop.current().start()
+
+
+main = RunsService.launch_instance
