@@ -16,12 +16,10 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from bench.spawn import sh
+from bench.spawn import publish, sh
 from tests.lab.hubclient import Hub, lab_certificate, parameterised_notebook
 
-ROOT = Path(__file__).resolve().parents[1]
 RUNS = "/services/runs/scheduler"
 SMALL = {"profile": "small", "runtime_environment_name": "node", "parameters": {"n": 2}}
 SEED = """
@@ -109,10 +107,7 @@ def main() -> None:
         f"list API, {total} records of alice's: GET jobs?limit=100 p50 {statistics.median(times):.0f} ms, "
         f"p95 {times[94]:.0f} ms (100 requests through the hub's proxy)",
     ]
-    report = "\n".join(lines)
-    print(report)
-    (ROOT / "artifacts").mkdir(exist_ok=True)
-    (ROOT / "artifacts" / "bench-runs.txt").write_text(report + "\n")
+    publish("runs", lines)
 
 
 if __name__ == "__main__":

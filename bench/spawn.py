@@ -45,6 +45,14 @@ c.SlurmSpawner.poll_interval = {poll}  # the lab hub's interval, so polling load
 """
 
 
+def publish(name: str, lines: list[str]) -> None:
+    """A bench's table: printed, and written to artifacts/bench-<name>.txt."""
+    report = "\n".join(lines)
+    print(report)
+    (ROOT / "artifacts").mkdir(exist_ok=True)
+    (ROOT / "artifacts" / f"bench-{name}.txt").write_text(report + "\n")
+
+
 def sh(host: str, cmd: str) -> str:
     return subprocess.run(
         ["docker", "exec", f"{PREFIX}-{host}", "bash", "-c", cmd], check=True, capture_output=True, text=True
@@ -188,9 +196,7 @@ def main() -> None:
         ("api_median_ms", f"GET /users median (ms), {m} srv"),
     ):
         lines.append(f"{label:32}{stock[key]:10.2f}{ours[key]:12.2f}{ours[key] / stock[key]:8.2f}")
-    print("\n".join(lines))
-    (ROOT / "artifacts").mkdir(exist_ok=True)
-    (ROOT / "artifacts" / "bench-spawn.txt").write_text("\n".join(lines) + "\n")
+    publish("spawn", lines)
 
 
 if __name__ == "__main__":

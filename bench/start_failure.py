@@ -15,13 +15,9 @@ import shlex
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from bench.spawn import sh, use_stock  # run as `python -m bench.start_failure` from the checkout
+from bench.spawn import publish, sh, use_stock  # run as `python -m bench.start_failure` from the checkout
 from tests.lab.hubclient import Hub, StartFailed, lab_certificate
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 CONFIG = "/home/bob/.jupyter/jupyter_server_config.py"
 CAUSE = "port_retries"
@@ -65,10 +61,7 @@ def main() -> None:
         f"{'spawn requests answered HTTP 500':40} {sum(r[2] == 500 for r in results['stock']):8d}"
         f" {sum(r[2] == 500 for r in results['clusterhub']):11d}",
     ]
-    report = "\n".join(lines)
-    print(report)
-    (ROOT / "artifacts").mkdir(exist_ok=True)
-    (ROOT / "artifacts" / "bench-start-failure.txt").write_text(report + "\n")
+    publish("start-failure", lines)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,11 @@ def check_notebook(data: bytes | str) -> dict:
     return notebook
 
 
+def output_name(task: int, sweep: bool) -> str:
+    """The executed notebook of a run's task: output.ipynb, or output-<task>.ipynb for a sweep's."""
+    return f"output-{task}.ipynb" if sweep else "output.ipynb"
+
+
 def parameters_cell(notebook: dict) -> int | None:
     """Index of the cell tagged `parameters` (papermill injects the run's values after it), or None."""
     for index, cell in enumerate(notebook.get("cells", [])):
@@ -84,7 +89,7 @@ class RunJob:
         return f"{RUNS_DIR}/{self.run_id}"
 
     def output_name(self, task: int) -> str:
-        return f"output-{task}.ipynb" if self.sweep else "output.ipynb"
+        return output_name(task, self.sweep)
 
 
 def build(

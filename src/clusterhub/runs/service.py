@@ -39,7 +39,7 @@ from traitlets.config import Application
 from clusterhub.hub.request import OptionsError
 from clusterhub.protocol import USER_NAME_RE
 from clusterhub.runs import states
-from clusterhub.runs.job import RUN_ID_RE, build
+from clusterhub.runs.job import RUN_ID_RE, build, output_name
 from clusterhub.runs.slurm import SlurmCommands, SlurmError, reconcile
 from clusterhub.runs.store import Run, Store
 
@@ -122,10 +122,10 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             raise web.HTTPError(404, f"no run {run_id[:40]} of yours")
         return run
 
-    def describe(self, run: Run, detail: bool = False) -> dict:
-        outputs = [f"output-{i}.ipynb" for i in range(run.tasks)] if run.sweep else ["output.ipynb"]
+    def describe(self, run: Run) -> dict:
+        outputs = [output_name(task, bool(run.sweep)) for task in range(run.tasks)]
         base = url_path_join(self.hub_auth.base_url, "scheduler/jobs", run.run_id)
-        described = {
+        return {
             "job_id": run.run_id,
             "name": run.name,
             "input_filename": run.input_filename,
@@ -148,7 +148,6 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                 for name in ["input.ipynb", *outputs, *(f"job-{i}.log" for i in range(run.tasks))]
             ],
         }
-        return described
 
 
 class RuntimeEnvironmentsHandler(BaseHandler):
@@ -260,23 +259,20 @@ class JobHandler(BaseHandler):
 
     async def failure(self, run: Run) -> dict:
         """The failing cell of the executed notebook and the job log's tail, where the run left them."""
-        found: dict = {"failed_cell": None, "log_tail": ""}
         for task in range(run.tasks):
-            name = f"output-{task}.ipynb" if run.sweep else "output.ipynb"
+            name = output_name(task, bool(run.sweep))
             try:
                 cell = states.failed_cell(
                     json.loads(await self.runs.blocking(self.runs.read_file, run.owner, f"{run.run_id}/{name}"))
                 )
+                if not cell:
+                    continue
                 log_text = await self.runs.blocking(self.runs.read_file, run.owner, f"{run.run_id}/job-{task}.log")
             except (OSError, ValueError):
                 continue
-            if cell:
-                found = {
-                    "failed_cell": cell | {"task": task},
-                    "log_tail": "\n".join(log_text.decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]),
-                }
-                break
-        return found
+            tail = log_text.decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            return {"failed_cell": cell | {"task": task}, "log_tail": "\n".join(tail)}
+        return {"failed_cell": None, "log_tail": ""}
 
     @web.authenticated
     async def patch(self, run_id: str):
@@ -335,7 +331,7 @@ def render_html(notebook: dict, title: str) -> str:
             if kind == "stream":
                 parts.append(f"<pre>{html.escape(''.join(output.get('text', '')))}</pre>")
             elif kind == "error":
-                trace = "\n".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", t) for t in output.get("traceback", []))
+                trace = "\n".join(states.ANSI.sub("", t) for t in output.get("traceback", []))
                 parts.append(f"<pre class=err>{html.escape(trace)}</pre>")
             elif "image/png" in data and re.match(r"^[A-Za-z0-9+/=\s]+$", "".join(data["image/png"])):
                 png = "".join(data["image/png"]).replace("\n", "")
@@ -457,11 +453,11 @@ class RunsService(Application):
         slurm = SlurmCommands(sbatch=self.sbatch, scancel=self.scancel, squeue=self.squeue, sacct=self.sacct)
         app = self.make_app(store, slurm, read_as_owner())
         HTTPServer(app, xheaders=True).listen(self.port, "127.0.0.1")
-        pool = app.settings["runs"].pool
+        shared = app.settings["runs"]
 
         async def poll():
             try:
-                changed = await asyncio.get_running_loop().run_in_executor(pool, reconcile, store, slurm)
+                changed = await shared.blocking(reconcile, store, slurm)
                 if changed:
                     log.info("reconciled: %s", changed)
             except Exception:

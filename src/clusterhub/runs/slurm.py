@@ -88,7 +88,7 @@ class SlurmCommands:
         for line in out.splitlines():
             parts = line.strip().split("|")
             if len(parts) == 3:
-                jobs[parts[0].split("_")[0]].append(tuple(parts))
+                jobs[states.base_job_id(parts[0])].append(tuple(parts))
         return dict(jobs)
 
     def accounting(self, owner: str, job_ids: list[str]) -> dict[str, list[dict]] | None:
@@ -98,7 +98,7 @@ class SlurmCommands:
             return None
         rows: dict[str, list] = defaultdict(list)
         for row in states.parse_sacct(out):
-            rows[row["JobID"].split(".")[0].split("_")[0]].append(row)
+            rows[states.base_job_id(row["JobID"])].append(row)
         return dict(rows)
 
 

@@ -71,6 +71,11 @@ def _is_step(job_id: str) -> bool:
     return "." in job_id
 
 
+def base_job_id(job_id: str) -> str:
+    """The job of an array task or a step: 7 for 7, 7_2, 7.batch and 7_2.batch."""
+    return job_id.split(".", maxsplit=1)[0].split("_", maxsplit=1)[0]
+
+
 def from_sacct(rows: list[dict]) -> RunState | None:
     """The final state from sacct's rows of the job (array tasks together); None while accounting has no final
     record of every task yet (slurmdbd behind, or down: it catches up)."""
@@ -175,7 +180,7 @@ def efficiency(rows: list[dict]) -> Efficiency | None:
 
 # --- the executed notebook --------------------------------------------------------------------------------------
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colours in tracebacks
 
 
 def failed_cell(notebook: dict) -> dict | None:
@@ -190,6 +195,6 @@ def failed_cell(notebook: dict) -> dict | None:
                     "source": "".join(source) if isinstance(source, list) else source,
                     "ename": output.get("ename", ""),
                     "evalue": output.get("evalue", ""),
-                    "traceback": [_ANSI.sub("", line) for line in output.get("traceback", [])],
+                    "traceback": [ANSI.sub("", line) for line in output.get("traceback", [])],
                 }
     return None
