@@ -6,6 +6,7 @@ same prefix the lab inventory uses (CLUSTERHUB_LAB_PREFIX, default chlab for `ma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -180,3 +181,20 @@ def browser():
         )
         yield b
         b.close()
+
+
+@contextlib.contextmanager
+def browser_page(browser, failure: str, artifacts: Path):
+    """A page in a fresh context of the browser (the lab's self-signed certificate accepted), 90 s per step; when
+    the block fails, a screenshot of it is left as failure-<failure>.png in artifacts."""
+    artifacts.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    try:
+        yield page
+    except Exception:
+        page.screenshot(path=str(artifacts / f"failure-{failure}.png"))
+        raise
+    finally:
+        context.close()

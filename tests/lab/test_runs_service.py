@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import CHROMIUM, LAB_USERS, ROOT, wait_for
+from conftest import CHROMIUM, LAB_USERS, ROOT, browser_page, wait_for
 from hubclient import HUB_URL, parameterised_notebook
 
 pytestmark = pytest.mark.apptainer
@@ -144,11 +144,7 @@ def test_runs_survive_a_restart_of_the_service_and_of_the_hub(hub_as, hub):
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_the_page_takes_a_dropped_notebook_and_shows_it_complete(browser):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(ignore_https_errors=True)
-    page = context.new_page()
-    page.set_default_timeout(90_000)
-    try:
+    with browser_page(browser, "runs-page", ARTIFACTS) as page:
         page.goto(f"{HUB_URL}/hub/login?next=/services/runs/")
         page.fill("input[name=username]", "bob")
         page.fill("input[name=password]", LAB_USERS["bob"])
@@ -178,16 +174,11 @@ def test_the_page_takes_a_dropped_notebook_and_shows_it_complete(browser):
             page.wait_for_timeout(500)
         assert states == ["QUEUED", "IN_PROGRESS", "COMPLETED"], states
         page.screenshot(path=str(ARTIFACTS / "runs-page.png"))
-        with context.expect_page() as opened:
+        with page.context.expect_page() as opened:
             row.get_by_text("(view)").first.click()
         view = opened.value
         view.get_by_text("dropped 42").wait_for()
         view.screenshot(path=str(ARTIFACTS / "runs-output.png"))
-    except Exception:
-        page.screenshot(path=str(ARTIFACTS / "failure-runs-page.png"))
-        raise
-    finally:
-        context.close()
 
 
 def test_the_cli_submits_waits_with_the_runs_status_and_fetches(hub_as, hub_cert, tmp_path, capsys, monkeypatch):

@@ -33,6 +33,8 @@ RENDERS = [
     ("notebook_runner", "etc/sudoers.d/clusterhub-runs.j2", "hub", "lab"),
     ("notebook_runner", "etc/jupyterhub/jupyterhub_config.d/50-notebook-runner.py.j2", "hub", "lab"),
     ("notebook_runner", "etc/systemd/system/clusterhub-runs.service.j2", "hub", "lab"),
+    ("notebook_scheduler", "clusterhub-scheduler.json.j2", "node1", "lab"),
+    ("notebook_scheduler", "clusterhub-scheduler.json.j2", "cn001.cluster.example.org", "example"),
     ("hpc_account", "etc/clusterhub/hpc-gate.conf.j2", "login", "lab"),
     ("hpc_account", "etc/sudoers.d/clusterhub-hpc-gate.j2", "login", "lab"),
     ("hpc_account", "etc/ssh/sshd_config.d/clusterhub-hpc-account.conf.j2", "login", "lab"),

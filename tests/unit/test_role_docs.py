@@ -26,6 +26,13 @@ def main_options(role: str) -> dict[str, Any]:
     return specs["argument_specs"]["main"].get("options") or {}
 
 
+def entry_point_options(role: str) -> dict[str, Any]:
+    """The options of every entry point (main, validate, and others such as tls_certificate's trust): defaults/main.yml
+    serves them all."""
+    specs = load(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]
+    return {name: spec for entry in specs.values() for name, spec in (entry.get("options") or {}).items()}
+
+
 def role_defaults(role: str) -> dict[str, Any]:
     return load(ROOT / "roles" / role / "defaults" / "main.yml") or {}
 
@@ -213,13 +220,13 @@ def test_variables_use_role_prefix(role: str):
 @pytest.mark.parametrize("role", ROLES)
 def test_defaults_and_spec_declare_the_same_variables(role: str):
     prefix = f"{role}_"
-    options = {name: spec or {} for name, spec in main_options(role).items() if name.startswith(prefix)}
+    options = {name: spec or {} for name, spec in entry_point_options(role).items() if name.startswith(prefix)}
     defaults = {name for name in role_defaults(role) if name.startswith(prefix)}
     undeclared = sorted(defaults - set(options))
     # A required option legitimately has no default.
     undefaulted = sorted(name for name, spec in options.items() if name not in defaults and not spec.get("required"))
-    assert not undeclared, f"{role}: in defaults/main.yml but not in argument_specs main: {undeclared}"
-    assert not undefaulted, f"{role}: in argument_specs main but not in defaults/main.yml: {undefaulted}"
+    assert not undeclared, f"{role}: in defaults/main.yml but in no entry point of argument_specs: {undeclared}"
+    assert not undefaulted, f"{role}: in argument_specs but not in defaults/main.yml: {undefaulted}"
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -275,7 +275,8 @@ def test_runtime_environments_and_the_page(service):
     async def scenario(base):
         status, envs = await call(base, "scheduler/runtime_environments")
         assert status == 200 and [e["name"] for e in envs] == ["node", "python"]
-        assert envs[0]["compute_types"] == ["jupyter"]  # no remote partition
+        # the Slurm profiles, then the partitions: no remote one, no Docker profile
+        assert envs[0]["compute_types"] == ["small", "jupyter"]
         status, page = await call(base, "")
         assert status == 200 and "Notebook runs of alice" in page and 'id="drop"' in page
 

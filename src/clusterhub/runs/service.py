@@ -5,9 +5,11 @@ with a REST API shaped like jupyter-scheduler's, under the service's prefix (/se
   GET    scheduler/jobs[?status=&limit=&next_token=]   the user's runs, newest first
   POST   scheduler/jobs                          create a run: {input_filename, notebook (its JSON text),
                                                  runtime_environment_name, profile | partition/cpus/memory_gb/hours/
-                                                 gpus, parameters, sweep, kernel, name}
+                                                 gpus, parameters, sweep, kernel, name}; compute_type: a profile
+                                                 or a partition; parameters_as_text: values typed as on the CLI
   GET    scheduler/jobs/ID                       one run (with the failing cell and the log's tail once FAILED)
   PATCH  scheduler/jobs/ID  {"status": "STOPPED"}  stop it (scancel as its owner)
+  DELETE scheduler/jobs/ID                       forget it (stopped first if it still runs; its files stay in the home)
   GET    scheduler/jobs/ID/files/NAME[?format=html]  input.ipynb, output[-N].ipynb, job-N.log (read as the owner)
 
 Another user's run is 404, whatever its id. Every error is JSON {"message": one sentence}; nothing is submitted
@@ -40,6 +42,7 @@ from clusterhub.hub.request import OptionsError
 from clusterhub.protocol import USER_NAME_RE
 from clusterhub.runs import states
 from clusterhub.runs.job import RUN_ID_RE, build, output_name
+from clusterhub.runs.params import parse_value
 from clusterhub.runs.slurm import SlurmCommands, SlurmError, reconcile
 from clusterhub.runs.store import Run, Store
 
@@ -153,6 +156,12 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 class RuntimeEnvironmentsHandler(BaseHandler):
     @web.authenticated
     def get(self):
+        # a compute type is one of the site's profiles (a whole shape: partition, CPUs, memory, time, GPUs) or a
+        # partition with its defaults
+        offer = self.runs.offer
+        compute_types = [p["slug"] for p in offer["profiles"] if p.get("kind", "slurm") == "slurm"] + [
+            p["name"] for p in offer["partitions"]
+        ]
         self.write_json(
             [
                 {
@@ -163,8 +172,8 @@ class RuntimeEnvironmentsHandler(BaseHandler):
                     else f"Apptainer {image['path']}",
                     "file_extensions": ["ipynb"],
                     "output_formats": [{"name": "ipynb", "label": "Notebook"}, {"name": "html", "label": "HTML"}],
-                    "compute_types": [p["name"] for p in self.runs.offer["partitions"]],
-                    "default_compute_type": (self.runs.offer["partitions"] or [{"name": ""}])[0]["name"],
+                    "compute_types": compute_types,
+                    "default_compute_type": (compute_types or [""])[0],
                     "utc_only": True,
                 }
                 for image in self.runs.offer["images"]
@@ -196,6 +205,12 @@ class JobsHandler(BaseHandler):
         owner = self.owner
         offer = self.runs.offer
         options = {k: data[k] for k in ("profile", "partition", "cpus", "memory_gb", "hours", "gpus") if k in data}
+        if data.get("compute_type") and not {"profile", "partition"} & options.keys():
+            compute = str(data["compute_type"])
+            if compute in {p["slug"] for p in offer["profiles"]} | set(offer["remote_profiles"]):
+                options["profile"] = compute
+            else:  # a partition, with its defaults (checked against its limits like any custom request)
+                options.update(profile="custom", partition=compute)
         options["image"] = data.get("runtime_environment_name", "")
         notebook = data.get("notebook")
         if not isinstance(notebook, str):
@@ -210,10 +225,14 @@ class JobsHandler(BaseHandler):
                 "choose a profile of the cluster's own partitions",
             )
         try:
+            parameters = data.get("parameters") or {}
+            if data.get("parameters_as_text") and isinstance(parameters, dict):
+                # jupyter-scheduler's dialog sends every value as a string: typed by the CLI's own rule
+                parameters = {name: parse_value(str(value)) for name, value in parameters.items()}
             job = build(
                 options,
                 notebook,
-                data.get("parameters") or {},
+                parameters,
                 profiles=offer["profiles"],
                 partitions=offer["partitions"],
                 images=offer["images"],
@@ -233,7 +252,7 @@ class JobsHandler(BaseHandler):
             name=str(data.get("name") or filename)[:255],
             input_filename=filename,
             request=job.request.as_user_options(),
-            parameters=job.parameter_sets[0] if not job.sweep else data.get("parameters"),
+            parameters=job.parameter_sets[0] if not job.sweep else parameters,
             sweep=data.get("sweep") or "",
             tasks=len(job.parameter_sets),
             status_message="submitting",
@@ -285,6 +304,19 @@ class JobHandler(BaseHandler):
             except SlurmError as exc:
                 raise web.HTTPError(409, str(exc)) from None
             self.runs.store.update(run.run_id, status_message="stopping")
+        self.set_status(204)
+        self.finish()
+
+    @web.authenticated
+    async def delete(self, run_id: str):
+        run = self.run_or_404(run_id)
+        if run.active:
+            try:
+                await self.runs.blocking(self.runs.slurm.cancel, run.owner, run.job_id)
+            except SlurmError as exc:
+                raise web.HTTPError(409, str(exc)) from None
+        self.runs.store.delete(run.owner, run.run_id)
+        log.info("run %s of %s deleted (job %s)", run.run_id, run.owner, run.job_id)
         self.set_status(204)
         self.finish()
 

@@ -118,6 +118,11 @@ class Store:
         with self.engine.connect() as db:
             return [_from_row(row) for row in db.execute(runs.select().where(runs.c.status.in_([QUEUED, IN_PROGRESS])))]
 
+    def delete(self, owner: str, run_id: str) -> None:
+        """Forget `owner`'s run (its files stay where the job wrote them, in the owner's home)."""
+        with self.engine.begin() as db:
+            db.execute(runs.delete().where(runs.c.run_id == run_id, runs.c.owner == owner))
+
     def update(self, run_id: str, **values) -> None:
         values.setdefault("update_time", time.time())
         with self.engine.begin() as db:
