@@ -122,6 +122,23 @@ def test_a_run_stopped_through_the_api_leaves_slurm(hub_as, login):
     assert login.check_output(f"sacct -n -X -P -j {job} -o State").startswith("CANCELLED")
 
 
+def test_a_run_over_its_time_limit_is_failed_saying_so(hub_as, login):
+    """A real Slurm TIMEOUT: the form's shortest time is 15 minutes, so the admin (root) lowers the running job's
+    limit to 1 minute, as `scontrol update` lets an admin do; Slurm ends the job, the reconciler reads sacct."""
+    alice = hub_as("alice")
+    created = create(alice, "import time\ntime.sleep(600)")
+    wait_for(
+        lambda: api(alice, "GET", f"/jobs/{created['job_id']}").json()["status"] == "IN_PROGRESS",
+        timeout=90,
+        interval=2,
+        what="run running",
+    )
+    login.check_output(f"scontrol update JobId={created['slurm_job_id']} TimeLimit=1")
+    run = finished(alice, created["job_id"], timeout=240)
+    assert run["status"] == "FAILED" and "time limit" in run["status_message"], run
+    assert login.check_output(f"sacct -n -X -P -j {created['slurm_job_id']} -o State").startswith("TIMEOUT")
+
+
 def test_a_failed_run_shows_the_failing_cell_and_the_log(hub_as):
     alice = hub_as("alice")
     created = create(alice, "raise RuntimeError(f'no good: {n}')")
