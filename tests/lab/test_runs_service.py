@@ -47,6 +47,16 @@ def finished(client, run_id: str, timeout: float = 180) -> dict:
     return wait_for(done, timeout=timeout, interval=2, what=f"run {run_id} finished")
 
 
+def running(client, run_id: str) -> None:
+    """Wait until the service shows the run IN_PROGRESS (Slurm started it)."""
+    wait_for(
+        lambda: api(client, "GET", f"/jobs/{run_id}").json()["status"] == "IN_PROGRESS",
+        timeout=90,
+        interval=2,
+        what="run running",
+    )
+
+
 def test_a_run_through_the_hub_completes_as_its_owner(hub_as, login):
     alice = hub_as("alice")
     created = create(alice, "print('square', n * n)")
@@ -109,12 +119,7 @@ def test_another_user_cannot_see_or_stop_a_run_and_bad_requests_submit_nothing(h
 def test_a_run_stopped_through_the_api_leaves_slurm(hub_as, login):
     alice = hub_as("alice")
     created = create(alice, "import time\ntime.sleep(600)")
-    wait_for(
-        lambda: api(alice, "GET", f"/jobs/{created['job_id']}").json()["status"] == "IN_PROGRESS",
-        timeout=90,
-        interval=2,
-        what="run running",
-    )
+    running(alice, created["job_id"])
     assert api(alice, "PATCH", f"/jobs/{created['job_id']}", json={"status": "STOPPED"}).status_code == 204
     assert finished(alice, created["job_id"])["status"] == "STOPPED"
     job = created["slurm_job_id"]
@@ -127,12 +132,7 @@ def test_a_run_over_its_time_limit_is_failed_saying_so(hub_as, login):
     limit to 1 minute, as `scontrol update` lets an admin do; Slurm ends the job, the reconciler reads sacct."""
     alice = hub_as("alice")
     created = create(alice, "import time\ntime.sleep(600)")
-    wait_for(
-        lambda: api(alice, "GET", f"/jobs/{created['job_id']}").json()["status"] == "IN_PROGRESS",
-        timeout=90,
-        interval=2,
-        what="run running",
-    )
+    running(alice, created["job_id"])
     login.check_output(f"scontrol update JobId={created['slurm_job_id']} TimeLimit=1")
     run = finished(alice, created["job_id"], timeout=240)
     assert run["status"] == "FAILED" and "time limit" in run["status_message"], run
