@@ -22,6 +22,7 @@ from jupyter_scheduler.models import (
 )
 
 from clusterhub.runs import lab
+from clusterhub.runs.service import fire_due
 from clusterhub.runs.slurm import SlurmCommands, reconcile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,17 +159,71 @@ def test_environments_are_the_services_images_with_profiles_as_compute_types(ser
     service.run(scenario)
 
 
-def test_job_definitions_are_refused_in_words_and_list_empty(service, tmp_path, monkeypatch):
+def test_run_on_a_schedule_is_a_definition_of_the_service_that_fires_while_the_server_is_gone(
+    service, tmp_path, monkeypatch
+):
+    (tmp_path / "n.ipynb").write_text(NOTEBOOK)
+
     async def scenario(base):
         lab_scheduler = scheduler(base, tmp_path, monkeypatch)
-        assert lab_scheduler.list_job_definitions(ListJobDefinitionsQuery()).job_definitions == []
+        assert (await lab_scheduler.list_job_definitions(ListJobDefinitionsQuery())).job_definitions == []
         model = CreateJobDefinition(
-            input_uri="n.ipynb", runtime_environment_name="python", name="nightly", schedule="0 3 * * *"
+            input_uri="n.ipynb",
+            runtime_environment_name="python",
+            name="nightly",
+            schedule="0 3 * * MON-FRI",
+            timezone="Europe/Helsinki",
+            parameters={"n": "5"},
+            compute_type="small",
         )
-        with pytest.raises(SchedulerError, match="choose 'Run now'"):
-            lab_scheduler.create_job_definition(model)
+        definition_id = await lab_scheduler.create_job_definition(model)
+        assert not any("sbatch" in argv for argv, _ in service.slurm.calls)
+        described = await lab_scheduler.get_job_definition(definition_id)
+        assert (described.name, described.schedule, described.timezone, described.active) == (
+            "nightly",
+            "0 3 * * MON-FRI",
+            "Europe/Helsinki",
+            True,
+        )
+        assert described.parameters == {"n": "5"} and described.compute_type == "small"
+        listed = await lab_scheduler.list_job_definitions(ListJobDefinitionsQuery())
+        assert [d.job_definition_id for d in listed.job_definitions] == [definition_id]
+
+        # the server is gone (no scheduler object, no token in use): the service fires it on its own
+        stored = service.store.definition("alice", definition_id)
+        fired = service_fire(service, stored.next_time + 1)
+        assert fired == 1 and sbatch_users(service) == ["alice"]
+        runs = await lab_scheduler.list_jobs(ListJobsQuery(job_definition_id=definition_id))
+        assert len(runs.jobs) == 1 and runs.jobs[0].job_definition_id == definition_id
+
+        # pause from the list (jupyter-scheduler's PATCH {active: false}), edit the schedule, run now, delete
+        await lab_scheduler.update_job_definition(definition_id, lab.UpdateJobDefinition(active=False))
+        assert not (await lab_scheduler.get_job_definition(definition_id)).active
+        await lab_scheduler.update_job_definition(
+            definition_id, lab.UpdateJobDefinition(active=True, schedule="30 4 * * *")
+        )
+        changed = await lab_scheduler.get_job_definition(definition_id)
+        assert changed.active and changed.schedule == "30 4 * * *"
+        run_id = await lab_scheduler.create_job(create(job_definition_id=definition_id, parameters={"n": "9"}))
+        assert (await lab_scheduler.get_job(run_id, job_files=False)).parameters == {"n": "9"}
+        await lab_scheduler.delete_job_definition(definition_id)
+        with pytest.raises(SchedulerError, match="no job definition"):
+            await lab_scheduler.get_job_definition(definition_id)
+
+        # a bad schedule: the service's sentence, nothing kept
+        with pytest.raises(SchedulerError, match="the hour field takes 0 to 23"):
+            await lab_scheduler.create_job_definition(model.copy(update={"schedule": "0 25 * * *"}))
+        assert (await lab_scheduler.list_job_definitions(ListJobDefinitionsQuery())).job_definitions == []
 
     service.run(scenario)
+
+
+def service_fire(service, now: float) -> int:
+    return fire_due(service.store, SlurmCommands(runner=service.slurm), service.app.settings["runs"].offer, now=now)
+
+
+def sbatch_users(service) -> list[str]:
+    return [argv[3] for argv, _ in service.slurm.calls if "sbatch" in argv]
 
 
 def test_an_unreachable_or_unset_service_says_what_to_do(tmp_path, monkeypatch):

@@ -48,10 +48,6 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Float, Unicode
 
 OUTPUT_FORMATS = {"ipynb": "Notebook", "html": "HTML"}
-NO_DEFINITIONS = (
-    "scheduled jobs are not offered from JupyterLab yet: choose 'Run now'; "
-    "the runs page of the hub lists every run, and the shell's clusterhub-run submits them too"
-)
 
 
 class Service:
@@ -107,17 +103,39 @@ def describe(run: dict) -> DescribeJob:
         input_filename=run.get("input_filename", ""),
         runtime_environment_name=run.get("runtime_environment_name") or "",
         compute_type=(run.get("resources") or {}).get("profile") or run.get("compute_type") or None,
-        parameters={
-            k: json.dumps(v) if not isinstance(v, str) else v for k, v in (run.get("parameters") or {}).items()
-        },
+        parameters=as_text(run.get("parameters")),
         output_formats=["ipynb", "html"],
         url=f"/jobs/{run['job_id']}",
+        job_definition_id=run.get("job_definition_id") or None,
         create_time=run.get("create_time") or 0,
         update_time=run.get("update_time") or 0,
         start_time=run.get("start_time"),
         end_time=run.get("end_time"),
         status=Status(status) if status in Status.__members__ else Status.QUEUED,
         status_message=run.get("status_message") or None,
+    )
+
+
+def as_text(parameters: dict | None) -> dict[str, str]:
+    """The service's typed parameters as jupyter-scheduler shows them (strings; the service types them back)."""
+    return {k: json.dumps(v) if not isinstance(v, str) else v for k, v in (parameters or {}).items()}
+
+
+def describe_definition(found: dict) -> DescribeJobDefinition:
+    """A job definition of the service as jupyter-scheduler's model."""
+    return DescribeJobDefinition(
+        job_definition_id=found["job_definition_id"],
+        name=found.get("name") or found.get("input_filename", ""),
+        input_filename=found.get("input_filename", ""),
+        runtime_environment_name=found.get("runtime_environment_name") or "",
+        compute_type=found.get("compute_type") or None,
+        parameters=as_text(found.get("parameters")),
+        output_formats=["ipynb", "html"],
+        schedule=found.get("schedule"),
+        timezone=found.get("timezone"),
+        active=bool(found.get("active")),
+        create_time=found.get("create_time") or 0,
+        update_time=found.get("update_time") or 0,
     )
 
 
@@ -147,7 +165,7 @@ class HubRunsEnvironments(EnvironmentManager):
                 metadata={},
                 compute_types=env.get("compute_types") or None,
                 default_compute_type=env.get("default_compute_type") or None,
-                utc_only=True,
+                utc_only=False,  # the service reads a schedule in the time zone given
             )
             for env in found
         ]
@@ -181,14 +199,14 @@ class HubRunsScheduler(BaseScheduler):
             raise SchedulerError(f"{input_uri} is not a notebook in this server's files")
         return path
 
-    async def create_job(self, model: CreateJob) -> str:
-        if model.job_definition_id:
-            raise SchedulerError(NO_DEFINITIONS)
-        with open(self._input_path(model.input_uri), encoding="utf-8") as f:
-            notebook = f.read()
+    def _notebook(self, input_uri: str) -> str:
+        with open(self._input_path(input_uri), encoding="utf-8") as f:
+            return f.read()
+
+    def _body(self, model: CreateJob | CreateJobDefinition) -> dict:
         body = {
             "input_filename": model.input_filename or os.path.basename(model.input_uri),
-            "notebook": notebook,
+            "notebook": self._notebook(model.input_uri),
             "runtime_environment_name": model.runtime_environment_name,
             "parameters": model.parameters or {},
             "parameters_as_text": True,
@@ -196,7 +214,14 @@ class HubRunsScheduler(BaseScheduler):
         }
         if model.compute_type:
             body["compute_type"] = model.compute_type
-        created = await self.service.call("POST", "scheduler/jobs", body)
+        return body
+
+    async def create_job(self, model: CreateJob) -> str:
+        if model.job_definition_id:  # a run of a definition: the service's copy of the notebook
+            return await self.create_job_from_definition(
+                model.job_definition_id, CreateJobFromDefinition(parameters=model.parameters)
+            )
+        created = await self.service.call("POST", "scheduler/jobs", self._body(model))
         self.log.info("run %s submitted to the runs service (Slurm job %s)", created["job_id"], created["slurm_job_id"])
         return created["job_id"]
 
@@ -215,6 +240,8 @@ class HubRunsScheduler(BaseScheduler):
             args["status"] = str(query.status)
         if query.next_token:
             args["next_token"] = query.next_token
+        if query.job_definition_id:
+            args["job_definition_id"] = query.job_definition_id
         found = await self.service.call("GET", "scheduler/jobs?" + urlencode(args))
         jobs = [describe(run) for run in found["jobs"]]
         if query.name:
@@ -225,9 +252,9 @@ class HubRunsScheduler(BaseScheduler):
 
     async def count_jobs(self, query: CountJobsQuery) -> int:
         found = await self.service.call(
-            "GET", "scheduler/jobs?" + urlencode({"status": str(query.status), "limit": "1000"})
+            "GET", "scheduler/jobs?" + urlencode({"status": str(query.status), "limit": "1"})
         )
-        return len(found["jobs"])
+        return found["total_count"]
 
     async def stop_job(self, job_id: str):
         await self.service.call("PATCH", f"scheduler/jobs/{quote(job_id, safe='')}", {"status": "STOPPED"})
@@ -244,27 +271,47 @@ class HubRunsScheduler(BaseScheduler):
         """The service's file names of a run (HubRunsFiles downloads them through the service)."""
         return {"ipynb": "output.ipynb", "html": "output.ipynb?format=html", "input": "input.ipynb"}
 
-    # job definitions (cron schedules) are the service's to run while the user is away; not offered here yet
-    def create_job_definition(self, model: CreateJobDefinition) -> str:
-        raise SchedulerError(NO_DEFINITIONS)
+    # job definitions: the service keeps them and fires them on their schedule, also while the user is away
+    def _definition(self, job_definition_id: str) -> str:
+        return f"scheduler/job_definitions/{quote(job_definition_id, safe='')}"
 
-    def update_job_definition(self, job_definition_id: str, model: UpdateJobDefinition):
-        raise SchedulerError(NO_DEFINITIONS)
+    async def create_job_definition(self, model: CreateJobDefinition) -> str:
+        body = self._body(model) | {"schedule": model.schedule or "", "timezone": model.timezone or "UTC"}
+        created = await self.service.call("POST", "scheduler/job_definitions", body)
+        self.log.info(
+            "job definition %s created in the runs service (%s)", created["job_definition_id"], model.schedule
+        )
+        return created["job_definition_id"]
 
-    def delete_job_definition(self, job_definition_id: str):
-        raise SchedulerError(NO_DEFINITIONS)
+    async def update_job_definition(self, job_definition_id: str, model: UpdateJobDefinition):
+        given = model.dict(exclude_unset=True)
+        body = {key: given[key] for key in ("active", "schedule", "timezone", "name") if given.get(key) is not None}
+        if given.get("parameters") is not None:
+            body |= {"parameters": given["parameters"], "parameters_as_text": True}
+        if given.get("input_uri"):
+            body["notebook"] = self._notebook(given["input_uri"])
+        await self.service.call("PATCH", self._definition(job_definition_id), body)
 
-    def get_job_definition(self, job_definition_id: str) -> DescribeJobDefinition:
-        raise SchedulerError(NO_DEFINITIONS)
+    async def delete_job_definition(self, job_definition_id: str):
+        await self.service.call("DELETE", self._definition(job_definition_id))
 
-    def list_job_definitions(self, query: ListJobDefinitionsQuery) -> ListJobDefinitionsResponse:
-        return ListJobDefinitionsResponse(job_definitions=[], total_count=0)
+    async def get_job_definition(self, job_definition_id: str) -> DescribeJobDefinition:
+        return describe_definition(await self.service.call("GET", self._definition(job_definition_id)))
 
-    def create_job_from_definition(self, job_definition_id: str, model: CreateJobFromDefinition):
-        raise SchedulerError(NO_DEFINITIONS)
+    async def list_job_definitions(self, query: ListJobDefinitionsQuery) -> ListJobDefinitionsResponse:
+        found = await self.service.call("GET", "scheduler/job_definitions")
+        definitions = [describe_definition(d) for d in found["job_definitions"]]
+        if query.name:
+            definitions = [d for d in definitions if d.name.startswith(query.name)]
+        return ListJobDefinitionsResponse(job_definitions=definitions, total_count=len(definitions))
 
-    def pause_jobs(self, job_definition_id: str):
-        raise SchedulerError(NO_DEFINITIONS)
+    async def create_job_from_definition(self, job_definition_id: str, model: CreateJobFromDefinition) -> str:
+        body = {"parameters": model.parameters, "parameters_as_text": True} if model and model.parameters else {}
+        created = await self.service.call("POST", self._definition(job_definition_id) + "/jobs", body)
+        return created["job_id"]
+
+    async def pause_jobs(self, job_definition_id: str):
+        await self.service.call("PATCH", self._definition(job_definition_id), {"active": False})
 
 
 class HubRunsFiles(JobFilesManager):

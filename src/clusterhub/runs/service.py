@@ -11,10 +11,18 @@ with a REST API shaped like jupyter-scheduler's, under the service's prefix (/se
   PATCH  scheduler/jobs/ID  {"status": "STOPPED"}  stop it (scancel as its owner)
   DELETE scheduler/jobs/ID                       forget it (stopped first if it still runs; its files stay in the home)
   GET    scheduler/jobs/ID/files/NAME[?format=html]  input.ipynb, output[-N].ipynb, job-N.log (read as the owner)
+  GET    scheduler/job_definitions               the user's job definitions (a notebook on a cron schedule)
+  POST   scheduler/job_definitions               create one: the body of a run, plus schedule (cron's five fields)
+                                                 and timezone (IANA name, default UTC); active: false: paused
+  GET    scheduler/job_definitions/ID            one, with its next run time and what its last firing did
+  PATCH  scheduler/job_definitions/ID            {active, schedule, timezone, name, parameters, notebook}
+  DELETE scheduler/job_definitions/ID            forget it (its runs stay)
+  POST   scheduler/job_definitions/ID/jobs       run it now ({parameters} may replace its own)
 
 Another user's run is 404, whatever its id. Every error is JSON {"message": one sentence}; nothing is submitted
 before the request passed the spawner's own checks. A reconciler polls Slurm (one squeue, then one sacct per owner
-of runs that left the queue) and keeps the records in the database current.
+of runs that left the queue) and keeps the records in the database current; at the same poll, the job definitions
+whose time has come submit their runs as their owners, who need not be logged in.
 """
 
 from __future__ import annotations
@@ -40,11 +48,11 @@ from traitlets.config import Application
 
 from clusterhub.hub.request import OptionsError
 from clusterhub.protocol import USER_NAME_RE
-from clusterhub.runs import states
-from clusterhub.runs.job import RUN_ID_RE, build, output_name
+from clusterhub.runs import schedule, states
+from clusterhub.runs.job import RUN_ID_RE, build, new_run_id, output_name
 from clusterhub.runs.params import parse_value
 from clusterhub.runs.slurm import SlurmCommands, SlurmError, reconcile
-from clusterhub.runs.store import Run, Store
+from clusterhub.runs.store import Definition, Run, Store
 
 log = logging.getLogger("clusterhub.runs")
 PAGE = jinja2.Environment(
@@ -59,14 +67,110 @@ def _ms(t: float | None) -> int | None:
     return None if t is None else int(t * 1000)
 
 
+SPEC_KEYS = ("options", "parameters", "sweep", "kernel")
+
+
+def read_spec(data: dict, offer: dict) -> dict:
+    """What a request asks to run, before the spawner's checks: {input_filename, name, notebook, options,
+    parameters, sweep, kernel}; HTTPError 400 for what is malformed."""
+    options = {k: data[k] for k in ("profile", "partition", "cpus", "memory_gb", "hours", "gpus") if k in data}
+    if data.get("compute_type") and not {"profile", "partition"} & options.keys():
+        compute = str(data["compute_type"])
+        if compute in {p["slug"] for p in offer["profiles"]} | set(offer["remote_profiles"]):
+            options["profile"] = compute
+        else:  # a partition, with its defaults (checked against its limits like any custom request)
+            options.update(profile="custom", partition=compute)
+    options["image"] = data.get("runtime_environment_name", "")
+    notebook = data.get("notebook")
+    if not isinstance(notebook, str):
+        raise web.HTTPError(400, "notebook must be the notebook file's text (JSON)")
+    filename = str(data.get("input_filename", "notebook.ipynb"))
+    if not re.match(r"^[^/\x00-\x1f]{1,255}$", filename):
+        raise web.HTTPError(400, "input_filename must be a file name without '/'")
+    if options.get("profile") in offer["remote_profiles"]:
+        raise web.HTTPError(
+            400,
+            f"profile {options['profile']} runs in remote HPC mode, which runs do not support yet; "
+            "choose a profile of the cluster's own partitions",
+        )
+    return {
+        "input_filename": filename,
+        "name": str(data.get("name") or filename)[:255],
+        "notebook": notebook,
+        "options": options,
+        "parameters": typed_parameters(data),
+        "sweep": str(data.get("sweep") or ""),
+        "kernel": str(data.get("kernel") or ""),
+    }
+
+
+def typed_parameters(data: dict):
+    parameters = data.get("parameters") or {}
+    if data.get("parameters_as_text") and isinstance(parameters, dict):
+        # jupyter-scheduler's dialog sends every value as a string: typed by the CLI's own rule
+        try:
+            return {name: parse_value(str(value)) for name, value in parameters.items()}
+        except OptionsError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+    return parameters
+
+
+def build_job(spec: dict, offer: dict):
+    """The run's job from a spec, through the spawner's checks (OptionsError says what is wrong)."""
+    return build(
+        spec["options"],
+        spec["notebook"],
+        spec["parameters"],
+        profiles=offer["profiles"],
+        partitions=offer["partitions"],
+        images=offer["images"],
+        allow_custom=offer["allow_custom"],
+        sweep=spec["sweep"] or None,
+        kernel=spec["kernel"],
+    )
+
+
+def checked(spec: dict, offer: dict):
+    try:
+        return build_job(spec, offer)
+    except OptionsError as exc:
+        raise web.HTTPError(400, str(exc)) from None
+
+
+def submit(store: Store, slurm: SlurmCommands, owner: str, spec: dict, job, *, definition_id: str = "") -> Run:
+    """sbatch as the owner, then the run's record (SlurmError: nothing recorded)."""
+    now = time.time()
+    job_id = slurm.submit(owner, job)
+    run = Run(
+        run_id=job.run_id,
+        owner=owner,
+        status=states.QUEUED,
+        create_time=now,
+        update_time=now,
+        name=spec["name"],
+        input_filename=spec["input_filename"],
+        request=job.request.as_user_options(),
+        parameters=job.parameter_sets[0] if not job.sweep else spec["parameters"],
+        sweep=spec["sweep"],
+        tasks=len(job.parameter_sets),
+        status_message="queued",
+        job_id=job_id,
+        job_definition_id=definition_id,
+    )
+    store.add(run)
+    log.info("run %s of %s submitted as job %s", run.run_id, owner, job_id)
+    return run
+
+
 class Settings:
     """What the handlers share: the store, Slurm, the site's offer, a thread pool for the blocking commands."""
 
-    def __init__(self, store: Store, slurm: SlurmCommands, offer: dict, read_file):
+    def __init__(self, store: Store, slurm: SlurmCommands, offer: dict, read_file, max_definitions: int = 20):
         self.store = store
         self.slurm = slurm
         self.offer = offer
         self.read_file = read_file  # (owner, relative path) -> bytes, read as the owner
+        self.max_definitions = max_definitions
         self.pool = ThreadPoolExecutor(4, thread_name_prefix="runs")
 
     async def blocking(self, fn, *args):
@@ -146,6 +250,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             "start_time": _ms(run.start_time),
             "end_time": _ms(run.end_time),
             "efficiency": run.efficiency or None,
+            "job_definition_id": run.job_definition_id or None,
             "job_files": [
                 {"display_name": name, "file_format": name.rsplit(".", 1)[-1], "file_path": f"{base}/files/{name}"}
                 for name in ["input.ipynb", *outputs, *(f"job-{i}.log" for i in range(run.tasks))]
@@ -174,7 +279,7 @@ class RuntimeEnvironmentsHandler(BaseHandler):
                     "output_formats": [{"name": "ipynb", "label": "Notebook"}, {"name": "html", "label": "HTML"}],
                     "compute_types": compute_types,
                     "default_compute_type": (compute_types or [""])[0],
-                    "utc_only": True,
+                    "utc_only": False,  # a schedule is read in the time zone it names
                 }
                 for image in self.runs.offer["images"]
             ]
@@ -190,81 +295,27 @@ class JobsHandler(BaseHandler):
         except ValueError:
             raise web.HTTPError(400, "limit and next_token must be numbers") from None
         status = self.get_argument("status", "") or None
-        found = self.runs.store.list(self.owner, limit=limit, before=before, status=status)
+        definition = self.get_argument("job_definition_id", "") or None
+        found = self.runs.store.list(
+            self.owner, limit=limit, before=before, status=status, job_definition_id=definition
+        )
         self.write_json(
             {
                 "jobs": [self.describe(run) for run in found],
-                "total_count": self.runs.store.count(self.owner),
+                "total_count": self.runs.store.count(self.owner, status=status, job_definition_id=definition),
                 "next_token": str(_ms(found[-1].create_time)) if len(found) == max(1, min(limit, 1000)) else None,
             }
         )
 
     @web.authenticated
     async def post(self):
-        data = self.body()
-        owner = self.owner
-        offer = self.runs.offer
-        options = {k: data[k] for k in ("profile", "partition", "cpus", "memory_gb", "hours", "gpus") if k in data}
-        if data.get("compute_type") and not {"profile", "partition"} & options.keys():
-            compute = str(data["compute_type"])
-            if compute in {p["slug"] for p in offer["profiles"]} | set(offer["remote_profiles"]):
-                options["profile"] = compute
-            else:  # a partition, with its defaults (checked against its limits like any custom request)
-                options.update(profile="custom", partition=compute)
-        options["image"] = data.get("runtime_environment_name", "")
-        notebook = data.get("notebook")
-        if not isinstance(notebook, str):
-            raise web.HTTPError(400, "notebook must be the notebook file's text (JSON)")
-        filename = str(data.get("input_filename", "notebook.ipynb"))
-        if not re.match(r"^[^/\x00-\x1f]{1,255}$", filename):
-            raise web.HTTPError(400, "input_filename must be a file name without '/'")
-        if options.get("profile") in offer["remote_profiles"]:
-            raise web.HTTPError(
-                400,
-                f"profile {options['profile']} runs in remote HPC mode, which runs do not support yet; "
-                "choose a profile of the cluster's own partitions",
-            )
+        spec = read_spec(self.body(), self.runs.offer)
+        job = checked(spec, self.runs.offer)
         try:
-            parameters = data.get("parameters") or {}
-            if data.get("parameters_as_text") and isinstance(parameters, dict):
-                # jupyter-scheduler's dialog sends every value as a string: typed by the CLI's own rule
-                parameters = {name: parse_value(str(value)) for name, value in parameters.items()}
-            job = build(
-                options,
-                notebook,
-                parameters,
-                profiles=offer["profiles"],
-                partitions=offer["partitions"],
-                images=offer["images"],
-                allow_custom=offer["allow_custom"],
-                sweep=data.get("sweep") or None,
-                kernel=str(data.get("kernel") or ""),
-            )
-        except OptionsError as exc:
-            raise web.HTTPError(400, str(exc)) from None
-        now = time.time()
-        run = Run(
-            run_id=job.run_id,
-            owner=owner,
-            status=states.QUEUED,
-            create_time=now,
-            update_time=now,
-            name=str(data.get("name") or filename)[:255],
-            input_filename=filename,
-            request=job.request.as_user_options(),
-            parameters=job.parameter_sets[0] if not job.sweep else parameters,
-            sweep=data.get("sweep") or "",
-            tasks=len(job.parameter_sets),
-            status_message="submitting",
-        )
-        try:
-            job_id = await self.runs.blocking(self.runs.slurm.submit, owner, job)
+            run = await self.runs.blocking(submit, self.runs.store, self.runs.slurm, self.owner, spec, job)
         except SlurmError as exc:
             raise web.HTTPError(400, str(exc)) from None
-        run.job_id, run.status_message = job_id, "queued"
-        self.runs.store.add(run)
-        log.info("run %s of %s submitted as job %s", run.run_id, owner, job_id)
-        self.write_json({"job_id": run.run_id, "slurm_job_id": job_id}, status=201)
+        self.write_json({"job_id": run.run_id, "slurm_job_id": run.job_id}, status=201)
 
 
 class JobHandler(BaseHandler):
@@ -319,6 +370,208 @@ class JobHandler(BaseHandler):
         log.info("run %s of %s deleted (job %s)", run.run_id, run.owner, run.job_id)
         self.set_status(204)
         self.finish()
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
+
+
+class DefinitionBase(BaseHandler):
+    def definition_or_404(self, definition_id: str) -> Definition:
+        found = self.runs.store.definition(self.owner, definition_id) if RUN_ID_RE.match(definition_id) else None
+        if found is None:
+            raise web.HTTPError(404, f"no job definition {definition_id[:40]} of yours")
+        return found
+
+    def describe_definition(self, d: Definition) -> dict:
+        options = d.spec.get("options", {})
+        return {
+            "job_definition_id": d.job_definition_id,
+            "name": d.name,
+            "input_filename": d.input_filename,
+            "runtime_environment_name": options.get("image", ""),
+            "compute_type": options.get("partition") if options.get("profile") == "custom" else options.get("profile"),
+            "resources": options,
+            "parameters": d.spec.get("parameters", {}),
+            "sweep": d.spec.get("sweep", ""),
+            "schedule": d.schedule,
+            "timezone": d.timezone,
+            "active": d.active,
+            "next_run_time": _ms(d.next_time),
+            "last_run_id": d.last_run_id or None,
+            "status_message": d.status_message,
+            "create_time": _ms(d.create_time),
+            "update_time": _ms(d.update_time),
+        }
+
+    def schedule_of(self, expression, timezone) -> schedule.Schedule:
+        try:
+            return schedule.parse(str(expression or ""), str(timezone or "UTC"))
+        except OptionsError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+
+
+class DefinitionsHandler(DefinitionBase):
+    @web.authenticated
+    def get(self):
+        found = self.runs.store.definitions(self.owner)
+        self.write_json(
+            {
+                "job_definitions": [self.describe_definition(d) for d in found],
+                "total_count": len(found),
+                "next_token": None,
+            }
+        )
+
+    @web.authenticated
+    def post(self):
+        data = self.body()
+        owner = self.owner
+        spec = read_spec(data, self.runs.offer)
+        checked(spec, self.runs.offer)  # what would be refused at every firing is refused now
+        when = self.schedule_of(data.get("schedule"), data.get("timezone"))
+        if self.runs.store.count_definitions(owner) >= self.runs.max_definitions:
+            raise web.HTTPError(
+                409, f"you have {self.runs.max_definitions} job definitions, the most this hub allows; delete one first"
+            )
+        now = time.time()
+        definition = Definition(
+            job_definition_id=new_run_id(),
+            owner=owner,
+            notebook=spec["notebook"],
+            schedule=when.expression,
+            timezone=when.timezone,
+            create_time=now,
+            update_time=now,
+            name=spec["name"],
+            input_filename=spec["input_filename"],
+            spec={key: spec[key] for key in SPEC_KEYS},
+            active=bool(data.get("active", True)),
+            next_time=when.next_after(now) if data.get("active", True) else None,
+        )
+        self.runs.store.add_definition(definition)
+        log.info("job definition %s of %s: %r %s", definition.job_definition_id, owner, when.expression, when.timezone)
+        self.write_json(
+            {"job_definition_id": definition.job_definition_id, "next_run_time": _ms(definition.next_time)}, 201
+        )
+
+
+class DefinitionHandler(DefinitionBase):
+    @web.authenticated
+    def get(self, definition_id: str):
+        self.write_json(self.describe_definition(self.definition_or_404(definition_id)))
+
+    @web.authenticated
+    def patch(self, definition_id: str):
+        """Change the schedule, the time zone, the name, the parameters or the notebook; pause or resume."""
+        d = self.definition_or_404(definition_id)
+        data = self.body()
+        spec = {key: d.spec.get(key) for key in SPEC_KEYS} | {
+            "notebook": str(data.get("notebook", d.notebook)),
+            "name": str(data.get("name") or d.name)[:255],
+            "input_filename": d.input_filename,
+        }
+        if "parameters" in data:
+            spec["parameters"] = typed_parameters(data)
+        checked(spec, self.runs.offer)
+        when = self.schedule_of(data.get("schedule", d.schedule), data.get("timezone") or d.timezone)
+        active = bool(data.get("active", d.active))
+        self.runs.store.update_definition(
+            d.job_definition_id,
+            notebook=spec["notebook"],
+            name=spec["name"],
+            spec={key: spec[key] for key in SPEC_KEYS},
+            schedule=when.expression,
+            timezone=when.timezone,
+            active=active,
+            next_time=when.next_after(time.time()) if active else None,
+            status_message=d.status_message if active else "paused",
+        )
+        self.set_status(204)
+        self.finish()
+
+    @web.authenticated
+    def delete(self, definition_id: str):
+        d = self.definition_or_404(definition_id)
+        self.runs.store.delete_definition(d.owner, d.job_definition_id)
+        log.info("job definition %s of %s deleted", d.job_definition_id, d.owner)
+        self.set_status(204)
+        self.finish()
+
+
+class DefinitionJobsHandler(DefinitionBase):
+    @web.authenticated
+    async def post(self, definition_id: str):
+        """Run the definition now (its parameters, or those given)."""
+        d = self.definition_or_404(definition_id)
+        data = self.body()
+        spec = definition_spec(d)
+        if data.get("parameters"):
+            spec["parameters"] = typed_parameters(data)
+        job = checked(spec, self.runs.offer)
+        try:
+            run = await self.runs.blocking(
+                lambda: submit(self.runs.store, self.runs.slurm, d.owner, spec, job, definition_id=d.job_definition_id)
+            )
+        except SlurmError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        self.runs.store.update_definition(d.job_definition_id, last_run_id=run.run_id)
+        self.write_json({"job_id": run.run_id, "slurm_job_id": run.job_id}, status=201)
+
+
+def definition_spec(d: Definition) -> dict:
+    return {key: d.spec.get(key) for key in SPEC_KEYS} | {
+        "notebook": d.notebook,
+        "name": d.name,
+        "input_filename": d.input_filename,
+    }
+
+
+def fire_due(store: Store, slurm: SlurmCommands, offer: dict, now: float | None = None) -> int:
+    """One poll's firings: every active definition whose time has come submits a run as its owner, once (missed
+    firings while the service was down make one run, not many), unless its previous run is still queued or
+    running (then this firing is skipped, and said so). A run refused at firing (a profile the site removed,
+    Slurm's refusal) is recorded as FAILED with the reason, so its owner sees it in the list."""
+    now = time.time() if now is None else now
+    fired = 0
+    for d in store.due(now):
+        try:
+            following = schedule.parse(d.schedule, d.timezone).next_after(now)
+        except OptionsError as exc:
+            store.update_definition(d.job_definition_id, active=False, next_time=None, status_message=f"paused: {exc}")
+            continue
+        last = store.get(d.owner, d.last_run_id) if d.last_run_id else None
+        # the next time is stored before submitting: a crash in between loses this firing, never doubles it
+        store.update_definition(d.job_definition_id, next_time=following)
+        if last is not None and last.active:
+            store.update_definition(
+                d.job_definition_id,
+                status_message=f"skipped {_when(now)}: the previous run was still {last.status.lower()}",
+            )
+            continue
+        spec = definition_spec(d)
+        try:
+            run = submit(store, slurm, d.owner, spec, build_job(spec, offer), definition_id=d.job_definition_id)
+            message = f"last run {_when(now)}"
+        except (OptionsError, SlurmError) as exc:
+            run = Run(
+                run_id=new_run_id(),
+                owner=d.owner,
+                status=states.FAILED,
+                create_time=now,
+                update_time=now,
+                end_time=now,
+                name=d.name,
+                input_filename=d.input_filename,
+                tasks=0,
+                status_message=f"the scheduled run could not be submitted: {exc}",
+                job_definition_id=d.job_definition_id,
+            )
+            store.add(run)
+            message = f"the run of {_when(now)} was refused: {exc}"
+        store.update_definition(d.job_definition_id, last_run_id=run.run_id, status_message=message)
+        fired += 1
+    return fired
 
 
 class JobFileHandler(BaseHandler):
@@ -427,6 +680,7 @@ class RunsService(Application):
     db_url_file = Unicode("", help="File with the database URL (systemd's credential; it may hold a password)").tag(
         config=True
     )
+    max_definitions = Integer(20, help="Job definitions (scheduled notebooks) a user may have").tag(config=True)
     debug = Bool(False).tag(config=True)
     aliases = Dict(
         {
@@ -459,7 +713,7 @@ class RunsService(Application):
 
     def make_app(self, store: Store, slurm: SlurmCommands, read_file) -> web.Application:
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/runs/")
-        settings = Settings(store, slurm, self.offer(), read_file)
+        settings = Settings(store, slurm, self.offer(), read_file, self.max_definitions)
         return web.Application(
             [
                 (prefix, PageHandler),
@@ -468,6 +722,9 @@ class RunsService(Application):
                 (url_path_join(prefix, "scheduler/jobs"), JobsHandler),
                 (url_path_join(prefix, r"scheduler/jobs/([^/]+)"), JobHandler),
                 (url_path_join(prefix, r"scheduler/jobs/([^/]+)/files/([^/]+)"), JobFileHandler),
+                (url_path_join(prefix, "scheduler/job_definitions"), DefinitionsHandler),
+                (url_path_join(prefix, r"scheduler/job_definitions/([^/]+)"), DefinitionHandler),
+                (url_path_join(prefix, r"scheduler/job_definitions/([^/]+)/jobs"), DefinitionJobsHandler),
             ],
             runs=settings,
             cookie_secret=os.urandom(32),
@@ -488,6 +745,12 @@ class RunsService(Application):
         shared = app.settings["runs"]
 
         async def poll():
+            try:
+                fired = await shared.blocking(fire_due, store, slurm, shared.offer)
+                if fired:
+                    log.info("job definitions fired: %s", fired)
+            except Exception:
+                log.exception("firing the job definitions failed; trying again at the next poll")
             try:
                 changed = await shared.blocking(reconcile, store, slurm)
                 if changed:
