@@ -434,7 +434,7 @@ class DefinitionsHandler(DefinitionBase):
             raise web.HTTPError(
                 409, f"you have {self.runs.max_definitions} job definitions, the most this hub allows; delete one first"
             )
-        now = time.time()
+        now, active = time.time(), bool(data.get("active", True))
         definition = Definition(
             job_definition_id=new_run_id(),
             owner=owner,
@@ -445,9 +445,9 @@ class DefinitionsHandler(DefinitionBase):
             update_time=now,
             name=spec["name"],
             input_filename=spec["input_filename"],
-            spec={key: spec[key] for key in SPEC_KEYS},
-            active=bool(data.get("active", True)),
-            next_time=when.next_after(now) if data.get("active", True) else None,
+            spec=stored_spec(spec),
+            active=active,
+            next_time=when.next_after(now) if active else None,
         )
         self.runs.store.add_definition(definition)
         log.info("job definition %s of %s: %r %s", definition.job_definition_id, owner, when.expression, when.timezone)
@@ -466,10 +466,9 @@ class DefinitionHandler(DefinitionBase):
         """Change the schedule, the time zone, the name, the parameters or the notebook; pause or resume."""
         d = self.definition_or_404(definition_id)
         data = self.body()
-        spec = {key: d.spec.get(key) for key in SPEC_KEYS} | {
+        spec = definition_spec(d) | {
             "notebook": str(data.get("notebook", d.notebook)),
             "name": str(data.get("name") or d.name)[:255],
-            "input_filename": d.input_filename,
         }
         if "parameters" in data:
             spec["parameters"] = typed_parameters(data)
@@ -480,7 +479,7 @@ class DefinitionHandler(DefinitionBase):
             d.job_definition_id,
             notebook=spec["notebook"],
             name=spec["name"],
-            spec={key: spec[key] for key in SPEC_KEYS},
+            spec=stored_spec(spec),
             schedule=when.expression,
             timezone=when.timezone,
             active=active,
@@ -519,7 +518,13 @@ class DefinitionJobsHandler(DefinitionBase):
         self.write_json({"job_id": run.run_id, "slurm_job_id": run.job_id}, status=201)
 
 
+def stored_spec(spec: dict) -> dict:
+    """What a definition keeps of a spec beside its own columns (notebook, name, input_filename)."""
+    return {key: spec[key] for key in SPEC_KEYS}
+
+
 def definition_spec(d: Definition) -> dict:
+    """A definition's spec, whole again (read_spec's shape)."""
     return {key: d.spec.get(key) for key in SPEC_KEYS} | {
         "notebook": d.notebook,
         "name": d.name,
