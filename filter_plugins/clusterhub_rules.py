@@ -33,6 +33,7 @@ def _module(name: str):
 rules = _module("clusterhub.hub.rules")
 form = _module("clusterhub.hub.form")
 protocol = _module("clusterhub.protocol")
+data = _module("clusterhub.runs.data")
 
 
 def jupyterhub_profile_errors(profiles, partitions, images=None, docker=None) -> list[str]:
@@ -62,11 +63,39 @@ def clusterhub_protocol(name: str) -> str:
     return known[name]
 
 
+def _data_place(host_vars) -> dict:
+    name = host_vars["inventory_hostname"]
+    port = host_vars.get("ssh_data_port", 22)
+    port = int(port) if str(port).isdigit() else port
+    return {"name": name, "address": host_vars.get("ssh_data_address") or name, "port": port}
+
+
+def clusterhub_data_host(host_vars) -> dict:
+    """A data host of the notebook runs, from its inventory variables (hostvars[host]): {name (the inventory name,
+    which users write), address (ssh_data_address, default the name), port (ssh_data_port, default 22),
+    known_name (how ssh_known_hosts names it)}, checked by the runs service's own rules."""
+    (place,) = data.check_hosts([_data_place(host_vars)])
+    known = place["address"] if place["port"] == 22 else f"[{place['address']}]:{place['port']}"
+    return place | {"known_name": known}
+
+
+def clusterhub_data_host_errors(host_vars) -> list[str]:
+    """The data host's problem in one sentence (naming ssh_data_address or ssh_data_port), or none."""
+    place = _data_place(host_vars)
+    try:
+        data.check_hosts([place])
+    except ValueError as exc:
+        return [f"{exc} (ssh_data_address, ssh_data_port of {place['name']})"]
+    return []
+
+
 class FilterModule:
     """Ansible entry point."""
 
     def filters(self):
         return {
+            "clusterhub_data_host": clusterhub_data_host,
+            "clusterhub_data_host_errors": clusterhub_data_host_errors,
             "jupyterhub_profile_errors": jupyterhub_profile_errors,
             "jupyterhub_form_template_error": jupyterhub_form_template_error,
             "clusterhub_protocol": clusterhub_protocol,

@@ -3,6 +3,7 @@ accounting, real papermill in the python SIF, Chromium on the service's page."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import uuid
@@ -212,3 +213,28 @@ def test_the_cli_submits_waits_with_the_runs_status_and_fetches(hub_as, hub_cert
     assert "cube 64" in (tmp_path / run_id / "output.ipynb").read_text()
     assert cli.main([*common, str(bad), "--image", "python", "--wait"]) == 1
     assert "ZeroDivisionError" in capsys.readouterr().out
+
+
+def test_clusterhub_run_on_the_login_node_needs_only_the_users_token(hub_as, login):
+    """The shell door where users work: the role's clusterhub-run on the login node, the site's URL and CA from
+    /etc/clusterhub/run.json, alice's token in her own 0600 file."""
+    token = hub_as("alice").token
+    notebook = base64.b64encode(parameterised_notebook("print('square', n * n)").encode()).decode()
+    as_alice = "runuser -u alice -- sh -c"
+    login.check_output(
+        f"printf %s {token} | {as_alice} 'umask 077; mkdir -p ~/.config/clusterhub; cat >~/.config/clusterhub/token' "
+        f"&& echo {notebook} | base64 -d | {as_alice} 'cat >~/cli-square.ipynb'"
+    )
+    try:
+        done = login.run(
+            f"{as_alice} 'cd && clusterhub-run cli-square.ipynb -p n=6 --image python --profile small --wait'"
+        )
+        assert done.rc == 0 and "COMPLETED" in done.stdout, done.stdout + done.stderr
+        run_id = done.stdout.split()[0]
+        login.check_output(f"{as_alice} 'cd && clusterhub-run fetch {run_id} -o cli-out'")
+        assert "square 36" in login.check_output(f"cat ~alice/cli-out/{run_id}/output.ipynb")
+        # bob, without a token of his: told what to give, nothing submitted
+        refused = login.run("runuser -u bob -- sh -c 'cd && clusterhub-run list'")
+        assert refused.rc == 2 and "a hub API token" in refused.stderr, refused.stderr
+    finally:
+        login.run(f"{as_alice} 'rm -rf ~/.config/clusterhub/token ~/cli-square.ipynb ~/cli-out'")

@@ -187,13 +187,14 @@ def test_the_directives_carry_only_validated_values():
 # --- the batch script, run by bash ---------------------------------------------------------------------------
 
 FAKE_PAPERMILL = r"""#!{python}
-# stands in for the job's `python - INPUT OUTPUT PARAMETERS KERNEL` (papermill's API, read from standard input):
-# checks that it was given that program, writes OUTPUT with the parameters injected after the parameters cell, as
-# papermill does; a notebook whose source says `raise` fails like papermill (exit 1)
+# stands in for the job's `python - INPUT OUTPUT PARAMETERS KERNEL DATA` (papermill's API, read from standard input):
+# checks that it was given that program, writes OUTPUT with the parameters (and the data's local paths) injected
+# after the parameters cell, as papermill does; a notebook whose source says `raise` fails like papermill (exit 1)
 import json, sys
 assert sys.argv[1] == "-" and "papermill.execute_notebook(" in sys.stdin.read()
-source, output, parameters, kernel = sys.argv[2:6]
+source, output, parameters, kernel, data = sys.argv[2:7]
 params = json.load(open(parameters))
+params.update(json.load(open(data)) if data else {{}})
 nb = json.load(open(source))
 at = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c["metadata"].get("tags", []))
 injected = "".join(f"{{k}} = {{v!r}}\n" for k, v in params.items())

@@ -83,6 +83,11 @@ class Service:
 
 @pytest.fixture
 def service(tmp_path, monkeypatch):
+    return make_service(tmp_path, monkeypatch)
+
+
+def make_service(tmp_path, monkeypatch, **settings) -> Service:
+    """The service on OFFER, with RunsService's other settings as given (data_file, ...)."""
     monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/services/runs/")
     monkeypatch.setenv("JUPYTERHUB_OAUTH_ACCESS_SCOPES", json.dumps([ACCESS]))
 
@@ -102,7 +107,7 @@ def service(tmp_path, monkeypatch):
             raise OSError("No such file or directory")
         return files[(owner, relative)]
 
-    app = RunsService(config_file=str(config)).make_app(store, SlurmCommands(runner=slurm), read_file)
+    app = RunsService(config_file=str(config), **settings).make_app(store, SlurmCommands(runner=slurm), read_file)
     return Service(app, slurm, store, files)
 
 

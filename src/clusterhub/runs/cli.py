@@ -1,12 +1,20 @@
+#!/usr/bin/python3
 """clusterhub-run: notebook runs from the shell, through the runs service with a hub API token.
 
   clusterhub-run notebook.ipynb -p alpha=0.5 [-p ks=[1,2]] [--sweep ks] [--image python] [--profile small |
-                 --partition P --cpus N --memory-gb N --hours H --gpus N] [--wait]
+                 --partition P --cpus N --memory-gb N --hours H --gpus N] [--input NAME=HOST:PATH]
+                 [--output NAME=HOST:PATH] [--wait]
   clusterhub-run list | status RUN | cancel RUN | fetch RUN [-o DIR]
 
-The service's URL comes from --url or $CLUSTERHUB_RUNS_URL (https://HUB/services/runs/), the token from
---token-file or $JUPYTERHUB_API_TOKEN (a token made on the hub's token page). With --wait, the exit status is the
-run's: 0 completed, 1 failed, 2 stopped.
+The service's URL comes from --url, $CLUSTERHUB_RUNS_URL or the site's /etc/clusterhub/run.json (on login nodes,
+with the hub's CA), the token from --token-file, $JUPYTERHUB_API_TOKEN or ~/.config/clusterhub/token (a token made
+on the hub's token page; keep the file 0600). With --wait, the exit status is the
+run's: 0 completed, 1 failed, 2 stopped. --input and --output name external data: a data host of the site and a
+path there (reached over SSH with your own key), or webdav:PATH in your WebDAV space; the notebook's variable NAME
+holds the local path of the copy (an output is written back after the run).
+
+Standard library only: the role notebook_scheduler copies this file to the login nodes as /usr/local/bin/clusterhub-run.
+Parameters travel as typed text (parameters_as_text), typed by the service with the rule of clusterhub.runs.params.
 """
 
 from __future__ import annotations
@@ -20,9 +28,6 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-
-from clusterhub.hub.request import OptionsError
-from clusterhub.runs.params import parse_assignments
 
 EXIT = {"COMPLETED": 0, "FAILED": 1, "STOPPED": 2}
 COMMANDS = ("list", "status", "cancel", "fetch")
@@ -43,8 +48,12 @@ VALUED = {
     "--gpus",
     "-o",
     "--output-dir",
+    "--input",
+    "--output",
 }
 POLL_INTERVAL = 3.0
+SITE_CONFIG = "/etc/clusterhub/run.json"  # {"url": ..., "cacert": ...}, written by the notebook_scheduler role
+TOKEN_FILE = "~/.config/clusterhub/token"
 
 
 class Client:
@@ -77,12 +86,47 @@ class Client:
         return answer
 
 
+def site_config() -> dict:
+    try:
+        with open(os.environ.get("CLUSTERHUB_RUN_CONFIG", SITE_CONFIG), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
 def _parser() -> argparse.ArgumentParser:
+    site = site_config()
     parser = argparse.ArgumentParser(prog="clusterhub-run", description="Run notebooks as Slurm batch jobs.")
-    parser.add_argument("--url", default=os.environ.get("CLUSTERHUB_RUNS_URL", ""))
-    parser.add_argument("--token-file", help="file holding a hub API token (default: $JUPYTERHUB_API_TOKEN)")
-    parser.add_argument("--cacert", default=os.environ.get("CLUSTERHUB_CA"), help="CA bundle for the hub's TLS")
+    parser.add_argument("--url", default=os.environ.get("CLUSTERHUB_RUNS_URL", site.get("url", "")))
+    parser.add_argument(
+        "--token-file", help=f"file holding a hub API token (default: $JUPYTERHUB_API_TOKEN, then {TOKEN_FILE})"
+    )
+    parser.add_argument(
+        "--cacert", default=os.environ.get("CLUSTERHUB_CA", site.get("cacert") or None), help="CA bundle for the hub"
+    )
     return parser
+
+
+def token(args) -> str:
+    if args.token_file:
+        return Path(args.token_file).read_text().strip()
+    if os.environ.get("JUPYTERHUB_API_TOKEN"):
+        return os.environ["JUPYTERHUB_API_TOKEN"]
+    mine = Path(TOKEN_FILE).expanduser()
+    return mine.read_text().strip() if mine.is_file() else ""
+
+
+def assignments(pairs: list[str]) -> dict:
+    """`name=value` words as text (the service types them: 5 -> 5, [1, 2] -> a list)."""
+    params: dict = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"parameter {pair[:40]!r} must be NAME=VALUE")
+        if name.strip() in params:
+            raise ValueError(f"parameter {name.strip()!r} is given twice")
+        params[name.strip()] = value
+    return params
 
 
 def submit_body(args) -> dict:
@@ -90,12 +134,15 @@ def submit_body(args) -> dict:
     body = {
         "notebook": notebook.read_text(encoding="utf-8"),
         "input_filename": notebook.name,
-        "parameters": parse_assignments(args.parameter),
+        "parameters": assignments(args.parameter),
+        "parameters_as_text": True,
         "runtime_environment_name": args.image or "",
         "profile": args.profile or ("custom" if args.partition else ""),
     }
     if args.sweep:
         body["sweep"] = args.sweep
+    if args.input or args.output:
+        body.update(inputs=args.input, outputs=args.output)
     for key in ("partition", "cpus", "memory_gb", "hours", "gpus"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
@@ -131,7 +178,26 @@ def describe(run: dict) -> str:
         line += f"\n  failing cell {cell['index']}: {cell['ename']}: {cell['evalue']}\n" + "\n".join(
             "  | " + text for text in cell["source"].splitlines()
         )
+    elif run.get("log_tail"):  # no cell failed: the job log's last words say why
+        line += "\n" + "\n".join("  > " + text for text in run["log_tail"].splitlines()[-3:])
     return line
+
+
+def submit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a submission (the notebook and what to run it with)."""
+    parser.add_argument("notebook")
+    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--sweep", help="a list parameter: one task of a job array per value")
+    parser.add_argument("--image", help="runtime environment (an image name; see the service's page)")
+    parser.add_argument("--profile")
+    parser.add_argument("--partition")
+    parser.add_argument("--cpus", type=int)
+    parser.add_argument("--memory-gb", dest="memory_gb", type=int)
+    parser.add_argument("--hours", type=float)
+    parser.add_argument("--gpus", type=int)
+    parser.add_argument("--input", action="append", default=[], metavar="NAME=HOST:PATH")
+    parser.add_argument("--output", action="append", default=[], metavar="NAME=HOST:PATH")
+    parser.add_argument("--wait", action="store_true", help="wait for the end; exit 0 completed, 1 failed")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,22 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("run", nargs="?")
         parser.add_argument("-o", "--output-dir", default=".")
     else:
-        parser.add_argument("notebook")
-        parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
-        parser.add_argument("--sweep", help="a list parameter: one task of a job array per value")
-        parser.add_argument("--image", help="runtime environment (an image name; see the service's page)")
-        parser.add_argument("--profile")
-        parser.add_argument("--partition")
-        parser.add_argument("--cpus", type=int)
-        parser.add_argument("--memory-gb", dest="memory_gb", type=int)
-        parser.add_argument("--hours", type=float)
-        parser.add_argument("--gpus", type=int)
-        parser.add_argument("--wait", action="store_true", help="wait for the end; exit 0 completed, 1 failed")
+        submit_arguments(parser)
     args = parser.parse_args(argv)
-    token = Path(args.token_file).read_text().strip() if args.token_file else os.environ.get("JUPYTERHUB_API_TOKEN")
-    if not args.url or not token:
-        parser.error("give the service's URL (--url or CLUSTERHUB_RUNS_URL) and a hub API token")
-    client = Client(args.url, token, args.cacert)
+    secret = token(args)
+    if not args.url or not secret:
+        parser.error(
+            f"give the service's URL (--url or CLUSTERHUB_RUNS_URL) and a hub API token (from the hub's token page, "
+            f"in {TOKEN_FILE} or JUPYTERHUB_API_TOKEN)"
+        )
+    client = Client(args.url, secret, args.cacert)
     if command == "list":
         for run in client.json("GET", "/jobs")["jobs"]:
             print(describe(run))
@@ -184,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         body = submit_body(args)
-    except (OSError, OptionsError) as exc:
+    except (OSError, ValueError) as exc:
         parser.error(str(exc))
     created = client.json("POST", "/jobs", body)
     print(f"{created['job_id']} submitted (Slurm job {created['slurm_job_id']})")

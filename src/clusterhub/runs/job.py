@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 
 from clusterhub.hub.request import NAME_RE, OptionsError, Request, validate_options
+from clusterhub.runs import data as run_data
 from clusterhub.runs.params import parameter_sets
 
 JOB_NAME = "clusterhub-run"
@@ -78,6 +79,8 @@ class RunJob:
     notebook: bytes
     parameter_sets: tuple[dict, ...]
     kernel: str = ""
+    data: tuple[run_data.DataItem, ...] = ()
+    data_spec: dict | None = None  # what the node's copy program reads (run_data.job_spec), when data is declared
 
     @property
     def sweep(self) -> bool:
@@ -104,10 +107,14 @@ def build(
     sweep: str | None = None,
     kernel: str = "",
     run_id: str | None = None,
+    data: list | None = None,
+    data_hosts: list[dict] | None = None,
+    webdav: dict | None = None,
 ) -> RunJob:
     """A run from what a user asked for: resources through the spawner's validate_options (the same profiles,
-    partitions, limits and images, so a run can ask for exactly what a server could), the notebook and the
-    parameters checked; OptionsError says what is wrong."""
+    partitions, limits and images, so a run can ask for exactly what a server could), the notebook, the
+    parameters and the external data (on the site's data_hosts, or in the WebDAV space where the nodes mount it:
+    webdav {mount_dir, mount, umount}) checked; OptionsError says what is wrong."""
     kinds = {profile["slug"]: profile.get("kind", "slurm") for profile in profiles}
     slug = (options or {}).get("profile")
     slug = slug[0] if isinstance(slug, list) and len(slug) == 1 else slug
@@ -121,13 +128,17 @@ def build(
         raise OptionsError("the notebook has no cell tagged 'parameters' to receive the parameters")
     paths = {image["name"]: image.get("path", "") for image in images}
     raw = notebook.encode() if isinstance(notebook, str) else notebook
+    sets = tuple(parameter_sets(parameters, sweep))
+    items = run_data.check_data(data, data_hosts or [], bool(webdav), sets[0])
     return RunJob(
         run_id=check_run_id(run_id) if run_id else new_run_id(),
         request=request,
         image_path=paths.get(request.image, "") if request.image else "",
         notebook=raw,
-        parameter_sets=tuple(parameter_sets(parameters, sweep)),
+        parameter_sets=sets,
         kernel=kernel,
+        data=items,
+        data_spec=run_data.job_spec(items, data_hosts or [], webdav, len(sets) > 1) if items else None,
     )
 
 
@@ -164,11 +175,12 @@ def sbatch_directives(job: RunJob) -> list[str]:
 # papermill through its Python API, for one setting its command line lacks: the kernel talks over IPC sockets in a
 # private (0700) node-local directory, as the servers' kernels do. With TCP, many kernels starting at once on a node
 # race for ports ("Kernel died before replying to kernel_info", seen with 50 runs at once), and a port is reachable
-# from other users' jobs. Arguments: input, output, parameters file, kernel name ('' for the notebook's own).
+# from other users' jobs. Arguments: input, output, parameters file, kernel name ('' for the notebook's own), and the
+# file of the external data's local paths ({name: path}, merged into the parameters) or ''.
 PAPERMILL = """import json, os, shutil, sys, tempfile
 import papermill
 from jupyter_client.manager import AsyncKernelManager
-source, output, parameters, kernel = sys.argv[1:5]
+source, output, parameters, kernel, data = sys.argv[1:6]
 runtime = tempfile.mkdtemp(prefix="clusterhub-run-")
 class PrivateIPCKernelManager(AsyncKernelManager):
     def __init__(self, **kwargs):
@@ -176,6 +188,9 @@ class PrivateIPCKernelManager(AsyncKernelManager):
 try:
     with open(parameters, encoding="utf-8") as f:
         values = json.load(f)
+    if data:
+        with open(data, encoding="utf-8") as f:
+            values.update(json.load(f))
     papermill.execute_notebook(source, output, parameters=values, kernel_name=kernel or None, log_output=True,
                                progress_bar=False, kernel_manager_class=PrivateIPCKernelManager)
 finally:
@@ -183,9 +198,39 @@ finally:
 """
 
 
-def batch_script(job: RunJob, *, node_python: str = "/opt/jupyter/bin/python", apptainer: str = "apptainer") -> str:
+def data_steps(job: RunJob, system_python: str) -> tuple[str, str, str]:
+    """The script's lines for external data: before the notebook (the inputs copied in, or exit 3), papermill's
+    data argument, and after it (the outputs written back, also when the notebook failed)."""
+    if not job.data:
+        return "", "''", ""
+    spec = _wrapped(_b64(json.dumps(job.data_spec, sort_keys=True).encode()))
+    copy = f"""{system_python} - "$1" "data-spec-$task.json" "$task" "$(id -un)" "$home" <<'CLUSTERHUB_COPY'
+{run_data.COPY}CLUSTERHUB_COPY"""
+    before = f"""base64 -d >"data-spec-$task.json" <<'CLUSTERHUB_DATA'
+{spec}
+CLUSTERHUB_DATA
+copy_data() {{
+{copy}
+}}
+if ! copy_data fetch; then
+  echo "clusterhub run {job.run_id}: task $task ended with status {run_data.EXIT_DATA}, $(date -Is)"
+  exit {run_data.EXIT_DATA}
+fi
+"""
+    after = f"""copy_data store || {{ [ "$status" -ne 0 ] || status={run_data.EXIT_DATA}; }}
+"""
+    return before, '"data-$task.json"', after
+
+
+def batch_script(
+    job: RunJob,
+    *,
+    node_python: str = "/opt/jupyter/bin/python",
+    apptainer: str = "apptainer",
+    system_python: str = "/usr/bin/python3",
+) -> str:
     """The job script for sbatch's standard input."""
-    for word in (node_python, apptainer, job.image_path):
+    for word in (node_python, apptainer, job.image_path, system_python):
         if word and not re.match(r"^[A-Za-z0-9_./-]+$", word):
             raise OptionsError(f"{word[:60]!r} is not a plain path")  # site settings, checked all the same
     if job.image_path and not NAME_RE.match(job.image_path.rsplit("/", 1)[-1]):
@@ -199,6 +244,7 @@ def batch_script(job: RunJob, *, node_python: str = "/opt/jupyter/bin/python", a
         for task, params in enumerate(job.parameter_sets)
     )
     directives = "\n".join(f"#SBATCH {line}" for line in sbatch_directives(job))
+    before_data, data_file, after_data = data_steps(job, system_python)
     return f"""#!/bin/bash
 {directives}
 # clusterhub notebook run {job.run_id}
@@ -224,9 +270,9 @@ if [ ! -s input.ipynb ]; then
 CLUSTERHUB_NOTEBOOK
   mv -f "$input" input.ipynb
 fi
-status=0
-{python} - input.ipynb {output} "parameters-$task.json" {kernel} <<'CLUSTERHUB_PAPERMILL' || status=$?
+{before_data}status=0
+{python} - input.ipynb {output} "parameters-$task.json" {kernel} {data_file} <<'CLUSTERHUB_PAPERMILL' || status=$?
 {PAPERMILL}CLUSTERHUB_PAPERMILL
-echo "clusterhub run {job.run_id}: task $task ended with status $status, $(date -Is)"
+{after_data}echo "clusterhub run {job.run_id}: task $task ended with status $status, $(date -Is)"
 exit "$status"
 """

@@ -28,6 +28,7 @@ whose time has come submit their runs as their owners, who need not be logged in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import json
 import logging
@@ -48,6 +49,7 @@ from traitlets.config import Application
 
 from clusterhub.hub.request import OptionsError
 from clusterhub.protocol import USER_NAME_RE
+from clusterhub.runs import data as run_data
 from clusterhub.runs import schedule, states
 from clusterhub.runs.job import RUN_ID_RE, build, new_run_id, output_name
 from clusterhub.runs.params import parse_value
@@ -67,12 +69,12 @@ def _ms(t: float | None) -> int | None:
     return None if t is None else int(t * 1000)
 
 
-SPEC_KEYS = ("options", "parameters", "sweep", "kernel")
+SPEC_KEYS = ("options", "parameters", "sweep", "kernel", "data")
 
 
 def read_spec(data: dict, offer: dict) -> dict:
     """What a request asks to run, before the spawner's checks: {input_filename, name, notebook, options,
-    parameters, sweep, kernel}; HTTPError 400 for what is malformed."""
+    parameters, sweep, kernel, data}; HTTPError 400 for what is malformed."""
     options = {k: data[k] for k in ("profile", "partition", "cpus", "memory_gb", "hours", "gpus") if k in data}
     if data.get("compute_type") and not {"profile", "partition"} & options.keys():
         compute = str(data["compute_type"])
@@ -101,7 +103,25 @@ def read_spec(data: dict, offer: dict) -> dict:
         "parameters": typed_parameters(data),
         "sweep": str(data.get("sweep") or ""),
         "kernel": str(data.get("kernel") or ""),
+        "data": declared_data(data),
     }
+
+
+def declared_data(data: dict) -> list:
+    """The external data a request declares: `data` (a list of {name, direction, host, path}) and, as the page
+    and the CLI send them, `inputs` and `outputs` (lists of NAME=HOST:PATH, read by the CLI's own rule)."""
+    items = data.get("data") or []
+    if not isinstance(items, list):
+        raise web.HTTPError(400, "data must be a list of {name, direction, host, path}")
+    try:
+        for direction in run_data.DIRECTIONS:
+            words = data.get(f"{direction}s") or []
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                raise web.HTTPError(400, f"{direction}s must be a list of NAME=HOST:PATH")
+            items = items + run_data.parse_assignments(words, direction)
+    except OptionsError as exc:
+        raise web.HTTPError(400, str(exc)) from None
+    return items
 
 
 def typed_parameters(data: dict):
@@ -127,6 +147,9 @@ def build_job(spec: dict, offer: dict):
         allow_custom=offer["allow_custom"],
         sweep=spec["sweep"] or None,
         kernel=spec["kernel"],
+        data=spec.get("data") or [],
+        data_hosts=offer.get("data_hosts", []),
+        webdav=offer.get("webdav"),
     )
 
 
@@ -152,6 +175,7 @@ def submit(store: Store, slurm: SlurmCommands, owner: str, spec: dict, job, *, d
         request=job.request.as_user_options(),
         parameters=job.parameter_sets[0] if not job.sweep else spec["parameters"],
         sweep=spec["sweep"],
+        data=[dataclasses.asdict(item) for item in job.data],
         tasks=len(job.parameter_sets),
         status_message="queued",
         job_id=job_id,
@@ -241,6 +265,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             "resources": run.request,
             "parameters": run.parameters,
             "sweep": run.sweep,
+            "data": run.data,
             "tasks": run.tasks,
             "status": run.status,
             "status_message": run.status_message,
@@ -340,9 +365,13 @@ class JobHandler(BaseHandler):
                 log_text = await self.runs.blocking(self.runs.read_file, run.owner, f"{run.run_id}/job-{task}.log")
             except (OSError, ValueError):
                 continue
-            tail = log_text.decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-            return {"failed_cell": cell | {"task": task}, "log_tail": "\n".join(tail)}
-        return {"failed_cell": None, "log_tail": ""}
+            return {"failed_cell": cell | {"task": task}, "log_tail": _tail(log_text)}
+        # no cell failed (its data could not be copied, a time limit, ...): the first task's log says why
+        try:
+            log_text = await self.runs.blocking(self.runs.read_file, run.owner, f"{run.run_id}/job-0.log")
+        except OSError:
+            log_text = b""
+        return {"failed_cell": None, "log_tail": _tail(log_text)}
 
     @web.authenticated
     async def patch(self, run_id: str):
@@ -372,6 +401,10 @@ class JobHandler(BaseHandler):
         self.finish()
 
 
+def _tail(log_text: bytes) -> str:
+    return "\n".join(log_text.decode(errors="replace").splitlines()[-LOG_TAIL_LINES:])
+
+
 def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
 
@@ -393,6 +426,7 @@ class DefinitionBase(BaseHandler):
             "compute_type": options.get("partition") if options.get("profile") == "custom" else options.get("profile"),
             "resources": options,
             "parameters": d.spec.get("parameters", {}),
+            "data": d.spec.get("data") or [],
             "sweep": d.spec.get("sweep", ""),
             "schedule": d.schedule,
             "timezone": d.timezone,
@@ -641,6 +675,7 @@ class PageHandler(BaseHandler):
             profiles=offer["profiles"],
             partitions=offer["partitions"],
             allow_custom=offer["allow_custom"],
+            data_hosts=[h["name"] for h in offer.get("data_hosts", [])] + (["webdav"] if offer.get("webdav") else []),
         )
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(page)
@@ -686,6 +721,11 @@ class RunsService(Application):
         config=True
     )
     max_definitions = Integer(20, help="Job definitions (scheduled notebooks) a user may have").tag(config=True)
+    data_file = Unicode(
+        "",
+        help="JSON file of the runs' external data: {hosts: [{name, address, port}] (reached over SSH with the"
+        " users' keys), webdav: {mount_dir, mount, umount} (the users' WebDAV spaces on the nodes) or null}",
+    ).tag(config=True)
     debug = Bool(False).tag(config=True)
     aliases = Dict(
         {
@@ -695,6 +735,7 @@ class RunsService(Application):
             "api-token-file": "RunsService.api_token_file",
             "db-url-file": "RunsService.db_url_file",
             "poll-interval": "RunsService.poll_interval",
+            "data": "RunsService.data_file",
         }
     )
 
@@ -714,7 +755,20 @@ class RunsService(Application):
             ],
             "images": offer.get("images", []),
             "allow_custom": bool(offer.get("allow_custom", True)),
+            **self.data_places(),
         }
+
+    def data_places(self) -> dict:
+        """Where runs may read and write external data: the site's data hosts, and the WebDAV spaces."""
+        if not self.data_file:
+            return {"data_hosts": [], "webdav": None}
+        with open(self.data_file, encoding="utf-8") as f:
+            places = json.load(f)
+        webdav = places.get("webdav") or None
+        plain = re.compile(r"^[A-Za-z0-9_./-]+$")
+        if webdav and not all(plain.match(str(webdav.get(k, ""))) for k in ("mount_dir", "mount", "umount")):
+            raise ValueError(f"{self.data_file}: webdav needs plain mount_dir, mount and umount paths")
+        return {"data_hosts": run_data.check_hosts(places.get("hosts")), "webdav": webdav}
 
     def make_app(self, store: Store, slurm: SlurmCommands, read_file) -> web.Application:
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/runs/")

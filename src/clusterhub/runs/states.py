@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from clusterhub.runs.data import EXIT_DATA
+
 QUEUED, IN_PROGRESS, COMPLETED, FAILED, STOPPED = "QUEUED", "IN_PROGRESS", "COMPLETED", "FAILED", "STOPPED"
 # squeue -h -j JOB -r -o "%i|%T|%r"; sacct -n -P -X -j JOB -o these fields (and the batch steps for MaxRSS)
 SQUEUE_FORMAT = "%i|%T|%r"
@@ -43,6 +45,8 @@ def _final(state: str, exit_code: str) -> RunState:
         return RunState(STOPPED, "stopped")
     if word == "FAILED":
         code = exit_code.split(":", maxsplit=1)[0] if exit_code else "?"
+        if code == str(EXIT_DATA):
+            return RunState(FAILED, "its external data could not be copied: the job log says which and why")
         return RunState(FAILED, f"the notebook failed (exit code {code}): see the failing cell and the job log")
     return RunState(FAILED, FAILED_WORDS.get(word, f"Slurm ended the job as {word or 'unknown'}"))
 

@@ -38,6 +38,8 @@ runs = sa.Table(
     sa.Column("end_time", sa.Float),
     sa.Column("gone_since", sa.Float),  # first poll at which neither squeue nor sacct knew the job
     sa.Column("job_definition_id", sa.String(36), nullable=False, default="", server_default=""),
+    # the external data declared (JSON: [{name, direction, host, path}]; places, never credentials)
+    sa.Column("data", sa.Text, nullable=False, default="[]", server_default="[]"),
     sa.Index("ix_runs_owner_create", "owner", "create_time"),
 )
 # a job definition: what to run (the notebook and the request as the user gave it, checked again at each firing, so
@@ -60,7 +62,7 @@ definitions = sa.Table(
     sa.Column("create_time", sa.Float, nullable=False),
     sa.Column("update_time", sa.Float, nullable=False),
 )
-JSON_COLUMNS = ("request", "parameters", "efficiency", "spec")
+JSON_COLUMNS = ("request", "parameters", "efficiency", "spec", "data")
 
 
 @dataclass
@@ -83,6 +85,7 @@ class Run:
     end_time: float | None = None
     gone_since: float | None = None
     job_definition_id: str = ""
+    data: list = field(default_factory=list)
 
     @property
     def active(self) -> bool:
