@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import clusterhub_rules
@@ -164,7 +166,8 @@ def run_with_data(tmp_path):
         tool.chmod(0o755)
     webdav = {"mount_dir": "WebDAV-Share", "mount": str(bin_dir / "mount"), "umount": str(bin_dir / "umount")}
 
-    def run(items, task=None, notebook=NOTEBOOK, **kwargs):
+    def run(items, task=None, notebook=NOTEBOOK, terminate_after: str = "", **kwargs):
+        """terminate_after: once the log shows it, SIGTERM to every process of the job, as Slurm sends."""
         built = job.build(
             {"profile": "small"},
             json.dumps(notebook),
@@ -181,8 +184,22 @@ def run_with_data(tmp_path):
         if task is not None:
             env["SLURM_ARRAY_TASK_ID"] = str(task)
         script = job.batch_script(built, node_python=str(bin_dir / "python"), system_python=sys.executable)
-        done = subprocess.run(["bash", "-s"], input=script, text=True, env=env, capture_output=True, check=False)
-        return done.returncode, home / built.run_dir
+        if not terminate_after:
+            done = subprocess.run(["bash", "-s"], input=script, text=True, env=env, capture_output=True, check=False)
+            return done.returncode, home / built.run_dir
+        log = home / built.run_dir / "job-0.log"
+        with subprocess.Popen(
+            ["bash", "-s"], stdin=subprocess.PIPE, text=True, env=env, start_new_session=True
+        ) as process:
+            process.stdin.write(script)
+            process.stdin.close()
+            for _ in range(200):
+                if log.is_file() and terminate_after in log.read_text():
+                    break
+                time.sleep(0.05)
+            time.sleep(0.5)  # the notebook started
+            os.killpg(process.pid, signal.SIGTERM)
+            return process.wait(timeout=60), home / built.run_dir
 
     run.home, run.remote, run.tmp = home, remote, tmp_path
     return run
@@ -355,3 +372,16 @@ def test_the_cli_runs_alone_with_the_sites_settings(tmp_path):
     assert done.returncode == 2 and "a hub API token (from the hub's token page" in done.stderr, done.stderr
     assert "~/.config/clusterhub/token" in done.stderr and "--url" in done.stderr
     assert source.read_text().startswith("#!/usr/bin/python3\n")
+
+
+def test_outputs_go_back_when_slurm_ends_the_notebook(run_with_data, tmp_path):
+    """A time limit or a stop: Slurm sends SIGTERM to the job's processes, then SIGKILL after KillWait; the
+    script outlives the notebook and writes the outputs back in between."""
+    fake = tmp_path / "bin/python"  # a notebook that would take a minute
+    fake.write_text(fake.read_text().replace("import json, sys", "import json, sys, time; time.sleep(60)"))
+    status, run_dir = run_with_data([item("results", "output", path="/srv/out/late")], terminate_after="task 0, job 42")
+    log = (run_dir / "job-0.log").read_text()
+    assert status == 143, log  # the notebook's end by SIGTERM, as Slurm records it
+    assert "got SIGTERM (a time limit or a stop): writing the outputs back" in log
+    assert "output results written back to storage:/srv/out/late" in log
+    assert (run_with_data.remote / "srv/out/late").is_dir()
