@@ -37,6 +37,13 @@ def create(client, source: str, **extra) -> dict:
     return r.json()
 
 
+def refused(client, extra: dict, message: str) -> None:
+    """A run asked for with `extra` is refused (400) with `message` in its sentence."""
+    body = {"notebook": parameterised_notebook("1"), "profile": "small", "runtime_environment_name": "python", **extra}
+    r = api(client, "POST", "/jobs", json=body)
+    assert r.status_code == 400 and message in r.json()["message"], r.text
+
+
 def finished(client, run_id: str, timeout: float = 180) -> dict:
     def done():
         r = api(client, "GET", f"/jobs/{run_id}")
@@ -95,18 +102,7 @@ def test_another_user_cannot_see_or_stop_a_run_and_bad_requests_submit_nothing(h
             ({"input_filename": "../../.bashrc"}, "without '/'"),
             ({"profile": "hpc"}, "remote HPC mode"),
         ]:
-            r = api(
-                bob,
-                "POST",
-                "/jobs",
-                json={
-                    "notebook": parameterised_notebook("1"),
-                    "profile": "small",
-                    "runtime_environment_name": "python",
-                    **extra,
-                },
-            )
-            assert r.status_code == 400 and message in r.json()["message"], r.text
+            refused(bob, extra, message)
         assert login.check_output("squeue -h --name=clusterhub-run -o %i | sort") == before
         # no hub token or cookie: the API does not answer
         anonymous = requests.Session()

@@ -28,10 +28,10 @@ def item(name="indir", direction="input", host="storage", path="/srv/data/alice/
     return {"name": name, "direction": direction, "host": host, "path": path}
 
 
-def make(items, parameters=None, webdav=WEBDAV, sweep=None):
+def make(items, parameters=None, webdav=WEBDAV, notebook=NOTEBOOK, **kwargs):
     return job.build(
         {"profile": "small"},
-        json.dumps(NOTEBOOK),
+        json.dumps(notebook),
         {"n": 5} if parameters is None else parameters,
         profiles=PROFILES,
         partitions=PARTS,
@@ -39,7 +39,7 @@ def make(items, parameters=None, webdav=WEBDAV, sweep=None):
         data=items,
         data_hosts=HOSTS,
         webdav=webdav,
-        sweep=sweep,
+        **kwargs,
     )
 
 
@@ -168,18 +168,7 @@ def run_with_data(tmp_path):
 
     def run(items, task=None, notebook=NOTEBOOK, terminate_after: str = "", **kwargs):
         """terminate_after: once the log shows it, SIGTERM to every process of the job, as Slurm sends."""
-        built = job.build(
-            {"profile": "small"},
-            json.dumps(notebook),
-            kwargs.pop("parameters", {"n": 5}),
-            profiles=PROFILES,
-            partitions=PARTS,
-            images=[],
-            data=items,
-            data_hosts=HOSTS,
-            webdav=webdav,
-            **kwargs,
-        )
+        built = make(items, webdav=webdav, notebook=notebook, **kwargs)
         env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURM_JOB_ID": "42", "HOME": str(home)}
         if task is not None:
             env["SLURM_ARRAY_TASK_ID"] = str(task)
