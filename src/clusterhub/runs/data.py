@@ -157,6 +157,7 @@ with open(spec_file, encoding="utf-8") as f:
 root = os.path.abspath(f"data-{task}")
 webdav = spec.get("webdav") or {}
 mounted = []
+COPY_SECONDS = 3600
 
 def fail(message):
     print(f"clusterhub run: {message}", file=sys.stderr, flush=True)
@@ -164,7 +165,10 @@ def fail(message):
     sys.exit(3)
 
 def run(argv):
-    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=3600)
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=COPY_SECONDS)
+    except subprocess.TimeoutExpired:
+        return 124, f"the copy took over {COPY_SECONDS // 60} minutes and was stopped"
     lines = (done.stderr or done.stdout).strip().splitlines()
     return done.returncode, (lines[-1] if lines else f"exit status {done.returncode}")
 
