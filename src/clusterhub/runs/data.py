@@ -169,8 +169,10 @@ def run(argv):
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=COPY_SECONDS)
     except subprocess.TimeoutExpired:
         return 124, f"the copy took over {COPY_SECONDS // 60} minutes and was stopped"
-    lines = (done.stderr or done.stdout).strip().splitlines()
-    return done.returncode, (lines[-1] if lines else f"exit status {done.returncode}")
+    # the first line says why (rsync's later lines are its summary and the broken pipe that follows)
+    lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()
+             and not line.startswith(("Warning:", "rsync error:"))]
+    return done.returncode, (lines[0] if lines else f"exit status {done.returncode}")
 
 def space():
     mount = os.path.join(home, webdav["mount_dir"])
