@@ -218,7 +218,10 @@ if ! copy_data fetch; then
 fi
 # Slurm's SIGTERM (a time limit, a stop) ends the notebook; the script goes on to write the outputs back in the
 # KillWait seconds before SIGKILL
-trap 'echo "clusterhub run {job.run_id}: task $task got SIGTERM (a time limit or a stop): writing the outputs back"' TERM
+on_term() {{
+  echo "clusterhub run {job.run_id}: task $task got SIGTERM (a time limit or a stop): writing the outputs back"
+}}
+trap on_term TERM
 """
     after = f"""copy_data store || {{ [ "$status" -ne 0 ] || status={run_data.EXIT_DATA}; }}
 """
