@@ -82,6 +82,11 @@ def parse_assignments(pairs: list[str], direction: str) -> list[dict]:
     return items
 
 
+def host_names(hosts: list[dict], webdav: bool) -> list[str]:
+    """What a place's HOST may be: the site's data hosts, and webdav where the nodes mount the users' spaces."""
+    return [h["name"] for h in hosts] + ([WEBDAV] if webdav else [])
+
+
 def check_data(items, hosts: list[dict], webdav: bool, parameters: dict) -> tuple[DataItem, ...]:
     """The data items a request declares (a list of {name, direction, host, path}), checked against the site's data
     hosts and whether WebDAV spaces are mounted on the nodes; their names must not be parameters' names."""
@@ -91,7 +96,7 @@ def check_data(items, hosts: list[dict], webdav: bool, parameters: dict) -> tupl
         raise OptionsError("data must be a list of {name, direction, host, path}")
     if len(items) > MAX_ITEMS:
         raise OptionsError(f"a run declares at most {MAX_ITEMS} inputs and outputs")
-    known = [h["name"] for h in hosts] + ([WEBDAV] if webdav else [])
+    known = host_names(hosts, webdav)
     checked: list[DataItem] = []
     for item in items:
         if not isinstance(item, dict):

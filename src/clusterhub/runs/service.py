@@ -675,7 +675,7 @@ class PageHandler(BaseHandler):
             profiles=offer["profiles"],
             partitions=offer["partitions"],
             allow_custom=offer["allow_custom"],
-            data_hosts=[h["name"] for h in offer.get("data_hosts", [])] + (["webdav"] if offer.get("webdav") else []),
+            data_hosts=run_data.host_names(offer.get("data_hosts", []), bool(offer.get("webdav"))),
         )
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(page)
