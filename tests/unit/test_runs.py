@@ -16,8 +16,8 @@ from test_hub_options import PARTS
 from test_hub_options import PROFILES as HUB_PROFILES
 
 from clusterhub.hub.request import OptionsError
+from clusterhub.runs import cli, params, states
 from clusterhub.runs import job as runjob
-from clusterhub.runs import params, states
 
 # the hub's own request tests' offer, and a Docker profile (not for runs)
 PROFILES = [*HUB_PROFILES, {"slug": "ws", "display_name": "Workstation", "kind": "docker", "image": "ws"}]
@@ -69,8 +69,13 @@ def test_values_are_typed_as_a_user_means_them(text, value):
     assert params.parse_value(text) == value
 
 
+def parsed(pairs: list[str]) -> dict:
+    """-p words as the CLI splits them and the service types and checks them."""
+    return params.check_parameters(params.typed(cli.assignments(pairs)))
+
+
 def test_assignments_from_the_command_line():
-    assert params.parse_assignments(["alpha=0.5", "name=run 1", "ks=[1,2,3]"]) == {
+    assert parsed(["alpha=0.5", "name=run 1", "ks=[1,2,3]"]) == {
         "alpha": 0.5,
         "name": "run 1",
         "ks": [1, 2, 3],
@@ -80,8 +85,6 @@ def test_assignments_from_the_command_line():
 @pytest.mark.parametrize(
     ("pairs", "message"),
     [
-        (["alpha"], "must be NAME=VALUE"),
-        (["a=1", "a=2"], "'a' is given twice"),
         (["1a=1"], "must be an identifier"),
         (["__import__('os')=1"], "must be an identifier"),
         (["a=[[1]]"], "a number, true/false, null, a string or a list of those"),
@@ -93,7 +96,15 @@ def test_assignments_from_the_command_line():
 )
 def test_bad_parameters_say_what_is_allowed(pairs, message):
     with pytest.raises(OptionsError, match=re.escape(message)):
-        params.parse_assignments(pairs)
+        parsed(pairs)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"), [(["alpha"], "must be NAME=VALUE"), (["a=1", "a=2"], "'a' is given twice")]
+)
+def test_malformed_assignments_are_refused_by_the_cli(pairs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cli.assignments(pairs)
 
 
 def test_a_sweep_is_one_set_per_value():

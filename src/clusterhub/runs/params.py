@@ -46,18 +46,10 @@ def parse_value(text: str) -> Scalar | list:
     return text
 
 
-def parse_assignments(pairs: list[str]) -> dict:
-    """`name=value` words (the CLI's -p) into {name: typed value}; a name given twice is an error."""
-    params: dict = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise OptionsError(f"parameter {pair[:40]!r} must be NAME=VALUE")
-        name = name.strip()
-        if name in params:
-            raise OptionsError(f"parameter {name!r} is given twice")
-        params[name] = parse_value(value)
-    return check_parameters(params)
+def typed(texts: dict) -> dict:
+    """{name: value as typed text} (the CLI's -p, jupyter-scheduler's form: parameters_as_text) into typed values;
+    check_parameters (run by job.build) then checks names and values."""
+    return {name: parse_value(str(value)) for name, value in texts.items()}
 
 
 def _check_scalar(name: str, value) -> None:

@@ -52,7 +52,7 @@ from clusterhub.protocol import USER_NAME_RE
 from clusterhub.runs import data as run_data
 from clusterhub.runs import schedule, states
 from clusterhub.runs.job import RUN_ID_RE, build, new_run_id, output_name
-from clusterhub.runs.params import parse_value
+from clusterhub.runs.params import typed
 from clusterhub.runs.slurm import SlurmCommands, SlurmError, reconcile
 from clusterhub.runs.store import Definition, Run, Store
 
@@ -129,7 +129,7 @@ def typed_parameters(data: dict):
     if data.get("parameters_as_text") and isinstance(parameters, dict):
         # jupyter-scheduler's dialog sends every value as a string: typed by the CLI's own rule
         try:
-            return {name: parse_value(str(value)) for name, value in parameters.items()}
+            return typed(parameters)
         except OptionsError as exc:
             raise web.HTTPError(400, str(exc)) from None
     return parameters
