@@ -54,6 +54,12 @@ def jupyterhub_form_template_error(template, settings) -> str:
     return form.template_error(str(template), *form_settings, allow_custom, "", docker=_docker(settings.get("docker")))
 
 
+def clusterhub_gate_ssh(destination: str, key: str, known_hosts: str) -> list[str]:
+    """The ssh command (up to the command line) with which a user of the hub logs in to hpc-gate:
+    `'clusterhub-gate@login' | clusterhub_gate_ssh(key, known_hosts)`."""
+    return protocol.gate_ssh(key, known_hosts, destination)
+
+
 def clusterhub_protocol(name: str) -> str:
     """One value of clusterhub.protocol: user_name (the user-name rule), squeue_format, default_job_name,
     direct_job_log, remote_job_log_dir."""
@@ -99,4 +105,5 @@ class FilterModule:
             "jupyterhub_profile_errors": jupyterhub_profile_errors,
             "jupyterhub_form_template_error": jupyterhub_form_template_error,
             "clusterhub_protocol": clusterhub_protocol,
+            "clusterhub_gate_ssh": clusterhub_gate_ssh,
         }

@@ -7,22 +7,26 @@ nothing a job can write (a root-owned home, no dotfiles), its shell reads no sta
 runs isolated (`python3 -I`: no user site-packages, no PYTHON* variables). Every command but squeue
 runs as the job account (or, with `as USER`, as USER) through `sudo -u ACCOUNT hpc-gate --run '...'`,
 which checks it again there.
-Exactly three commands pass, each rebuilt from a whitelist (never handed to a shell):
+Only these commands pass, each rebuilt from a whitelist (never handed to a shell):
 
     sbatch --parsable [--job-name=NAME]       the job script on stdin (must start with #!)
     squeue [-h] [--name NAME] [-o FORMAT]     this account's jobs (those named NAME), in the fixed FORMAT
     scancel JOBID                             one numeric job id of this account's jobs
     joblog JOBID                              the end of that job's output file (its last lines, shortened),
                                               so the hub can tell the user why it ended
+    sacct JOBID[,JOBID...]                    accounting of those jobs of this account, in the fixed fields
+    runfile RUNID FILE                        a file of a notebook run of this account (~/RUNS_DIR/RUNID/FILE,
+                                              FILE one of input.ipynb, output[-N].ipynb, job-N.log)
 
 NAME is the configured job name or that name, a dash and a suffix (the hub names each user's job
-`jupyterhub-<user>`); without --job-name a job gets the configured name. FORMAT and the name come
+`jupyterhub-<user>`), or the runs service's job name (runs_job_name, when set); without --job-name a job gets
+the configured name. FORMAT and the name come
 from /etc/clusterhub/hpc-gate.conf (written by clusterhub's hpc_account role). The account exists for
 the hub alone, so its jobs are the hub's. Anything else is refused with a message on stderr and exit
 status 2. Installed as /usr/local/libexec/clusterhub/hpc-gate.
 
 Sites whose hub users have HPC accounts of their own (partitions with `run_as: user` on the hub) set
-`users_group`: then `as USER sbatch|scancel|joblog ...` runs that command as USER (a member of the group,
+`users_group`: then `as USER sbatch|scancel|joblog|sacct|runfile ...` runs that command as USER (a member of the group,
 uid >= users_min_uid), through `sudo -u USER hpc-gate --run '...'`, which checks the command again as
 USER; the job runs as USER, writes its output in USER's home and only USER's jobs can be cancelled.
 squeue then lists the hub's jobs of every account (by job name), so one query serves all servers.
@@ -49,6 +53,11 @@ MAX_SCRIPT_BYTES = 1024 * 1024
 EXIT_REFUSED = 2
 EXIT_NOT_FOUND = 127
 JOB_ID = re.compile(r"^[1-9][0-9]{0,18}$")
+JOB_IDS = re.compile(r"^[1-9][0-9]{0,18}(,[1-9][0-9]{0,18}){0,199}$")
+# a notebook run's id and the files of its directory the runs service reads (clusterhub.protocol's RUN_ID, RUN_FILE)
+RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+RUN_FILE = re.compile(r"^(input\.ipynb|output(-\d{1,4})?\.ipynb|job-\d{1,4}\.log)$")
+MAX_RUN_FILE_BYTES = 256 * 1024 * 1024
 NAME_SUFFIX = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 
 
@@ -70,6 +79,9 @@ class Config:
     users_group: str = ""  # `as USER` is allowed for this group's members (empty: never)
     users_min_uid: int = 1000  # and only for uids from this one up (never root or system accounts)
     job_account: str = ""  # the account the hub's own jobs run as (sudo); empty: the calling account
+    runs_job_name: str = ""  # the notebook runs' job name (clusterhub.protocol.RUNS_JOB_NAME); empty: no runs
+    runs_dir: str = ".clusterhub/runs"  # the runs' directories, relative to the home of the account they run as
+    sacct_fields: str = "JobID,State,ExitCode,Elapsed,Timelimit,TotalCPU,AllocCPUS,ReqMem,MaxRSS,AllocTRES,Reason"
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,9 @@ def load_config(path: str = CONFIG_FILE) -> Config:
         users_group=section.get("users_group", defaults.users_group).strip(),
         users_min_uid=int(section.get("users_min_uid", str(defaults.users_min_uid)).strip() or defaults.users_min_uid),
         job_account=section.get("job_account", defaults.job_account).strip(),
+        runs_job_name=section.get("runs_job_name", defaults.runs_job_name).strip(),
+        runs_dir=section.get("runs_dir", defaults.runs_dir).strip(),
+        sacct_fields=section.get("sacct_fields", defaults.sacct_fields).strip(),
     )
 
 
@@ -126,11 +141,15 @@ def _options(words: list[str], with_value: dict[str, str], flags: dict[str, str]
 
 
 def job_name(name: str, config: Config, tool: str) -> str:
-    """NAME if it is in the hub's namespace (the configured name, or it followed by -SUFFIX); Refused otherwise."""
+    """NAME if it is in the hub's namespace (the configured name, or it followed by -SUFFIX, or the runs' job name);
+    Refused otherwise."""
     prefix = config.job_name + "-"
     if name == config.job_name or (name.startswith(prefix) and NAME_SUFFIX.match(name[len(prefix) :])):
         return name
-    raise Refused(f"{tool}: job names must be {config.job_name!r} or {config.job_name + '-<suffix>'!r}")
+    if config.runs_job_name and name == config.runs_job_name:
+        return name
+    runs = f" or {config.runs_job_name!r}" if config.runs_job_name else ""
+    raise Refused(f"{tool}: job names must be {config.job_name!r} or {config.job_name + '-<suffix>'!r}{runs}")
 
 
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
@@ -173,7 +192,7 @@ def _parse_words(words: list[str], config: Config, user: str, allow_as: bool) ->
     tool, rest = words[0], words[1:]
     if tool == "as" and allow_as:
         if len(rest) < 2:
-            raise Refused("as: usage `as USER sbatch|scancel|joblog ...`")
+            raise Refused("as: usage `as USER sbatch|scancel|joblog|sacct|runfile ...`")
         target = check_user(rest[0], config)
         inner = shlex.join(rest[1:])
         request = parse(inner, config, target, allow_as=False)
@@ -211,7 +230,18 @@ def _parse_words(words: list[str], config: Config, user: str, allow_as: bool) ->
         if len(rest) != 1 or not JOB_ID.match(rest[0]):
             raise Refused("joblog: exactly one numeric job id is allowed")
         return Request("joblog", (rest[0],))
-    raise Refused(f"{tool!r} is not allowed: this account runs only sbatch, squeue, scancel and joblog")
+    if tool == "sacct":
+        if len(rest) != 1 or not JOB_IDS.match(rest[0]):
+            raise Refused("sacct: exactly one list of numeric job ids (1,2,3) is allowed")
+        args = ("--noheader", "--parsable2", f"--user={user}", f"--jobs={rest[0]}", f"--format={config.sacct_fields}")
+        return Request("sacct", args)
+    if tool == "runfile":
+        if not config.runs_job_name:
+            raise Refused("runfile: this gate serves no notebook runs (hpc-gate.conf sets no runs_job_name)")
+        if len(rest) != 2 or not RUN_ID.match(rest[0]) or not RUN_FILE.match(rest[1]):
+            raise Refused("runfile: a run id and one of input.ipynb, output[-N].ipynb, job-N.log are allowed")
+        return Request("runfile", (rest[0], rest[1]))
+    raise Refused(f"{tool!r} is not allowed: this account runs only sbatch, squeue, scancel, joblog, sacct and runfile")
 
 
 def name_lines(output: str, config: Config) -> str:
@@ -249,6 +279,29 @@ def job_output_end(job_id: str, config: Config, home: str) -> list[str]:
             text = fh.read(MAX_LOG_BYTES).decode("utf-8", errors="replace")
         return [line[:MAX_LINE_CHARS] for line in text.splitlines()[-MAX_LOG_LINES:]]
     return []
+
+
+def run_file(run_id: str, name: str, config: Config, home: str, out) -> int:
+    """Copy a run's file to `out`: a regular file of this account below its runs directory, opened without
+    following a symbolic link at the last step (the account's rights are the reader's in any case: this runs as
+    the run's owner). 1 with a message when it is not there."""
+    path = os.path.join(home, config.runs_dir, run_id, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        print(f"hpc-gate: runfile: {run_id}/{name}: {e.strerror}", file=sys.stderr)
+        return 1
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+            print(f"hpc-gate: runfile: {run_id}/{name} is not a file of this account", file=sys.stderr)
+            return 1
+        if st.st_size > MAX_RUN_FILE_BYTES:
+            print(f"hpc-gate: runfile: {run_id}/{name} is larger than {MAX_RUN_FILE_BYTES} bytes", file=sys.stderr)
+            return 1
+        shutil.copyfileobj(fh, out)
+    out.flush()
+    return 0
 
 
 def find_tool(tool: str, config: Config) -> str | None:
@@ -303,6 +356,8 @@ def execute(request: Request, config: Config, script: bytes | None, home: str) -
         for line in job_output_end(request.args[0], config, home):
             print(line)
         return 0
+    if request.tool == "runfile":
+        return run_file(*request.args, config=config, home=home, out=sys.stdout.buffer)
     path = find_tool(request.tool, config)
     if path is None:
         print(f"hpc-gate: {request.tool} not found (Slurm's client commands are not installed here)", file=sys.stderr)

@@ -42,6 +42,39 @@ def direct_job_log(job: str, home: str = "~") -> str:
 # Remote mode's jobs write their output below the account's home (hpc-gate's `joblog` reads only there).
 REMOTE_JOB_LOG_DIR = ".clusterhub/logs"
 
+# Notebook runs (clusterhub.runs): their Slurm job name, their directories below the user's home
+# (`<RUNS_DIR>/<run id>/`), a run's id (a UUID), the files of a run the service hands out, and the accounting
+# fields it reads. In remote mode hpc-gate lets exactly these through (`sacct`, `runfile`).
+RUNS_JOB_NAME = "clusterhub-run"
+RUNS_DIR = ".clusterhub/runs"
+RUN_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+RUN_FILE = r"^(input\.ipynb|output(-\d{1,4})?\.ipynb|job-\d{1,4}\.log)$"
+SACCT_FIELDS = "JobID,State,ExitCode,Elapsed,Timelimit,TotalCPU,AllocCPUS,ReqMem,MaxRSS,AllocTRES,Reason"
+
+
+def gate_ssh(key: str, known_hosts: str, destination: str) -> list[str]:
+    """How the hub's users (the hub's spawner, the runs service) log in to hpc-gate on the login node: their own
+    key only, never a password or an agent, the login node's host key checked against the file the hpc_account
+    role writes; the command line to run follows as one last word."""
+    return [
+        "/usr/bin/ssh",
+        "-i",
+        key,
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "ConnectTimeout=10",
+        "-o",
+        "ServerAliveInterval=15",
+        destination,
+    ]
+
 
 def values() -> dict[str, str]:
     """What the roles read (filter `clusterhub_protocol`)."""
@@ -51,4 +84,7 @@ def values() -> dict[str, str]:
         "default_job_name": DEFAULT_JOB_NAME,
         "direct_job_log": DIRECT_JOB_LOG.format(job="%j"),
         "remote_job_log_dir": REMOTE_JOB_LOG_DIR,
+        "runs_job_name": RUNS_JOB_NAME,
+        "runs_dir": RUNS_DIR,
+        "sacct_fields": SACCT_FIELDS,
     }

@@ -100,7 +100,7 @@ def test_another_user_cannot_see_or_stop_a_run_and_bad_requests_submit_nothing(h
             ({"profile": "custom", "partition": "jupyter", "cpus": "1\n#SBATCH --uid=0"}, "cpus must be a number"),
             ({"parameters": {"n; import os": 1}}, "must be an identifier"),
             ({"input_filename": "../../.bashrc"}, "without '/'"),
-            ({"profile": "hpc"}, "remote HPC mode"),
+            ({"profile": "hpc"}, "one shared HPC account"),
         ]:
             refused(bob, extra, message)
         assert login.check_output("squeue -h --name=clusterhub-run -o %i | sort") == before

@@ -1,4 +1,4 @@
-"""Fake `sbatch`, `squeue` and `scancel` executables for in-process spawner tests, the way batchspawner's own
+"""Fake `sbatch`, `squeue`, `scancel` and `sacct` executables for in-process spawner tests, the way batchspawner's own
 suite tests its spawners: real subprocesses the spawner runs through its configured commands, sharing one
 JSON file as the "controller". squeue prints whatever `-o` format it is given (so the hub's SQUEUE_FORMAT is
 exercised, not restated), and fails like Slurm's does while the controller is down."""
@@ -77,11 +77,22 @@ elif command == "squeue":
         for letter, key in fields.items():
             line = line.replace("%" + letter, job if key is None else (info[key] or "n/a"))
         print(line)
+elif command == "sacct":
+    # --jobs=ID,... of --user, in --format's fields (-P: |-separated): what the runs service reads of a job
+    jobs = option("-j", "--jobs", "").split(",")
+    user = option("-u", "--user")
+    save()
+    for job in jobs:
+        info = state["jobs"].get(job)
+        if info is None or (user and info["user"] != user):
+            continue
+        values = {"JobID": job, "State": info["state"], "ExitCode": "0:0" if info["state"] == "COMPLETED" else "1:0"}
+        print("|".join(values.get(name, "") for name in option("-o", "--format").split(",")))
 """
 
 
 class FakeSlurm:
-    """The controller's state in `dir/slurm.json`, the three commands in `dir/bin`."""
+    """The controller's state in `dir/slurm.json`, the commands in `dir/bin`."""
 
     def __init__(self, directory: Path):
         self.dir = directory
@@ -89,7 +100,7 @@ class FakeSlurm:
         self.bin.mkdir(parents=True)
         self.state_file = directory / "slurm.json"
         self._write({"next_id": 100, "jobs": {}, "scripts": {}, "cancelled": [], "calls": [], "down": False})
-        for name in ("sbatch", "squeue", "scancel"):
+        for name in ("sbatch", "squeue", "scancel", "sacct"):
             path = self.bin / name
             path.write_text(f"#!{sys.executable}\n{PROGRAM}")
             path.chmod(0o755)

@@ -433,3 +433,108 @@ def test_run_refuses_any_account_but_the_job_account(monkeypatch, capsys, accoun
 def test_the_gate_runs_isolated():
     # python3 -I: no user site-packages, no PYTHON* variables, no script directory on sys.path
     assert GATE.read_text().splitlines()[0] == "#!/usr/bin/python3 -I"
+
+
+# --- notebook runs (runs_job_name set): sbatch under the runs' name, sacct, runfile --------------------------
+
+RUNS_CONFIG = gate.Config(
+    job_name="jupyterhub", squeue_format="%i|%T|%B|%r", users_group="hpcusers", runs_job_name="clusterhub-run"
+)
+RUN = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+@pytest.mark.usefixtures("accounts")
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (
+            "as alice sbatch --parsable --job-name=clusterhub-run",
+            ("sbatch", ("--parsable", "--job-name=clusterhub-run")),
+        ),
+        (
+            "as alice sacct 41,42",
+            (
+                "sacct",
+                ("--noheader", "--parsable2", "--user=alice", "--jobs=41,42", f"--format={gate.Config.sacct_fields}"),
+            ),
+        ),
+        (
+            "as bob sacct 7",
+            ("sacct", ("--noheader", "--parsable2", "--user=bob", "--jobs=7", f"--format={gate.Config.sacct_fields}")),
+        ),
+        (f"as alice runfile {RUN} output.ipynb", ("runfile", (RUN, "output.ipynb"))),
+        (f"as alice runfile {RUN} output-12.ipynb", ("runfile", (RUN, "output-12.ipynb"))),
+        (f"as alice runfile {RUN} job-0.log", ("runfile", (RUN, "job-0.log"))),
+    ],
+)
+def test_runs_commands_run_as_the_user_rebuilt_from_the_whitelist(command, expected):
+    request = gate.parse(command, RUNS_CONFIG, USER)
+    assert (request.tool, request.args) == expected and request.as_user == command.split()[1]
+    # sudo's `hpc-gate --run` parses the same words again, as that user, and gets the same request
+    again = gate.parse(request.inner, RUNS_CONFIG, request.as_user, allow_as=False)
+    assert (again.tool, again.args[:3]) == (expected[0], expected[1][:3])
+
+
+@pytest.mark.usefixtures("accounts")
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("as alice sacct", "sacct: exactly one list of numeric job ids"),
+        ("as alice sacct 1 2", "sacct: exactly one list of numeric job ids"),
+        ("as alice sacct 1,x", "sacct: exactly one list of numeric job ids"),
+        ("as alice sacct --user=bob 1", "sacct: exactly one list of numeric job ids"),
+        ("as alice sacct -a", "sacct: exactly one list of numeric job ids"),
+        ("as alice sacct 1;id", "sacct: exactly one list of numeric job ids"),
+        ("as alice sacct " + ",".join(["1"] * 201), "sacct: exactly one list of numeric job ids"),
+        (f"as alice runfile {RUN} ../../.ssh/id_ed25519", "runfile: a run id and one of"),
+        (f"as alice runfile {RUN} /etc/shadow", "runfile: a run id and one of"),
+        (f"as alice runfile {RUN} data-spec-0.json", "runfile: a run id and one of"),
+        ("as alice runfile ../.. output.ipynb", "runfile: a run id and one of"),
+        (f"as alice runfile {RUN}", "runfile: a run id and one of"),
+        (f"as alice runfile {RUN} output.ipynb extra", "runfile: a run id and one of"),
+        (f"as carol runfile {RUN} output.ipynb", "carol is not a member of hpcusers"),
+        ("as alice sbatch --parsable --job-name=clusterhub-runx", "job names must be"),
+        ("as alice sbatch --parsable --job-name=clusterhub-run-x", "job names must be"),
+    ],
+)
+def test_runs_commands_refuse_what_is_not_whitelisted(command, message):
+    with pytest.raises(gate.Refused) as excinfo:
+        gate.parse(command, RUNS_CONFIG, USER)
+    assert message in str(excinfo.value)
+
+
+def test_without_runs_job_name_the_gate_serves_no_runs(accounts):
+    with pytest.raises(gate.Refused, match="sets no runs_job_name"):
+        gate.parse(f"as alice runfile {RUN} output.ipynb", GROUP_CONFIG, USER)
+    with pytest.raises(gate.Refused, match="job names must be"):
+        gate.parse("as alice sbatch --parsable --job-name=clusterhub-run", GROUP_CONFIG, USER)
+
+
+def test_squeue_keeps_the_runs_jobs_too():
+    output = (
+        "11|RUNNING|rnode1|None|jupyterhub-alice\n12|PENDING|n/a|Priority|clusterhub-run\n13|RUNNING|x|None|other\n"
+    )
+    assert gate.name_lines(output, RUNS_CONFIG) == "11|RUNNING|rnode1|None\n12|PENDING|n/a|Priority\n"
+
+
+def _run_file(tmp_path, name):
+    out = io.BytesIO()
+    rc = gate.run_file(RUN, name, RUNS_CONFIG, str(tmp_path), out)
+    return rc, out.getvalue()
+
+
+def test_runfile_copies_a_file_of_the_run(tmp_path):
+    run_dir = tmp_path / ".clusterhub" / "runs" / RUN
+    run_dir.mkdir(parents=True)
+    (run_dir / "output.ipynb").write_bytes(b'{"cells": []}')
+    assert _run_file(tmp_path, "output.ipynb") == (0, b'{"cells": []}')
+    assert _run_file(tmp_path, "job-0.log")[0] == 1  # not there
+
+
+def test_runfile_never_follows_a_link_a_job_put_there(tmp_path, capsys):
+    run_dir = tmp_path / ".clusterhub" / "runs" / RUN
+    run_dir.mkdir(parents=True)
+    (tmp_path / "secret").write_text("PRIVATE KEY\n")
+    (run_dir / "output.ipynb").symlink_to(tmp_path / "secret")
+    assert _run_file(tmp_path, "output.ipynb") == (1, b"")
+    assert "output.ipynb" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -14,11 +15,14 @@ import pytest
 from clusterhub_rules import clusterhub_protocol
 from fake_slurm import FakeSlurm
 from role_files import ROOT, load, render
+from test_runs_remote import REMOTE_OFFER
 
 from clusterhub import gate, protocol
 from clusterhub.hub.job_end import cause
 from clusterhub.hub.remote_job import cancel_argv, job_name, joblog_argv, parse_job_id, squeue_argv, submit_argv
 from clusterhub.hub.slurm_queue import parse_squeue
+from clusterhub.runs.job import build as build_run
+from clusterhub.runs.slurm import RemoteCommands
 
 SSH = ["/usr/bin/ssh", "clusterhub-gate@login"]
 # names the one rule must take (j.doe: a site's LDAP style) and refuse
@@ -31,6 +35,10 @@ def test_every_copy_of_a_value_is_the_protocols():
     assert gate.Config().squeue_format == protocol.SQUEUE_FORMAT
     assert gate.Config().job_name == protocol.DEFAULT_JOB_NAME
     assert gate.Config().job_log_dir == protocol.REMOTE_JOB_LOG_DIR
+    # notebook runs: the gate's copies of their files' rules and accounting fields (the service imports these)
+    assert gate.Config().runs_dir == protocol.RUNS_DIR
+    assert gate.Config().sacct_fields == protocol.SACCT_FIELDS
+    assert (gate.RUN_ID.pattern, gate.RUN_FILE.pattern) == (protocol.RUN_ID, protocol.RUN_FILE)
     assert load(ROOT / "roles/jupyterhub/defaults/main.yml")["jupyterhub_job_name"] == protocol.DEFAULT_JOB_NAME
     assert load(ROOT / "roles/hpc_account/defaults/main.yml")["hpc_account_job_name"] == protocol.DEFAULT_JOB_NAME
     assert len(protocol.SQUEUE_FIELDS) == protocol.SQUEUE_FORMAT.count("|") + 1
@@ -127,3 +135,59 @@ def test_the_hub_reads_exactly_what_the_gate_prints_for_every_command(
     through_gate(cancel_argv(SSH, job), config, home, capfd)
     assert slurm.cancelled == [job]
     assert job not in parse_squeue(through_gate(squeue_argv(SSH), config, home, capfd))
+
+
+def test_the_runs_service_reads_exactly_what_the_gate_prints(tmp_path, gate_config, capfd, monkeypatch):
+    """Remote HPC mode's notebook runs: the service's commands (RemoteCommands) through the gate as the lab's
+    hpc_account role configures it, each `as alice` run as alice the way sudo's `hpc-gate --run` does."""
+    slurm = FakeSlurm(tmp_path / "slurm")
+    monkeypatch.setenv("FAKE_SLURM_USER", "alice")  # the runs' jobs run as the user's own account
+    monkeypatch.setattr(gate, "check_user", lambda name, config: name)  # alice is in hpcusers (no such account here)
+    config = dataclasses.replace(gate_config, slurm_bin_dir=str(slurm.bin))
+    assert (config.users_group, config.runs_job_name) == ("hpcusers", protocol.RUNS_JOB_NAME)
+    home = tmp_path / "home"
+    home.mkdir()
+
+    def through(argv, stdin=None):
+        assert argv[:-1] == SSH
+        request = gate.parse(argv[-1], config, "jupyterhpc")
+        if request.as_user:  # what sudo runs: the gate again, as that user, without `as`
+            assert request.as_user == "alice"
+            request = gate.parse(request.inner, config, "alice", allow_as=False)
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        script = gate.read_script(io.BytesIO(data)) if request.stdin else None
+        capfd.readouterr()
+        rc = gate.execute(request, config, script, str(home))
+        out, err = capfd.readouterr()
+        return rc, out, err
+
+    commands = RemoteCommands(
+        ssh=SSH,
+        runner=through,
+        byte_runner=lambda argv: tuple(x if i == 0 else x.encode() for i, x in enumerate(through(argv))),
+    )
+    job = build_run(
+        {"profile": "custom", "partition": "hpcown", "image": "python"},
+        json.dumps({"cells": [], "nbformat": 4, "nbformat_minor": 5}),
+        {},
+        profiles=[],
+        partitions=REMOTE_OFFER["partitions"],
+        images=REMOTE_OFFER["images"],
+    )
+    job_id = commands.submit("alice", job)
+    assert slurm.jobs[job_id]["name"] == protocol.RUNS_JOB_NAME and slurm.jobs[job_id]["user"] == "alice"
+    assert commands.queue() == {job_id: [(job_id, "PENDING", "Priority")]}
+    slurm.run(job_id, node="rnode1")
+    assert commands.queue() == {job_id: [(job_id, "RUNNING", "None")]}
+    slurm.end(job_id)
+    assert commands.queue() == {}
+    rows = commands.accounting("alice", [job_id])
+    assert rows[job_id][0]["State"] == "COMPLETED" and rows[job_id][0]["ExitCode"] == "0:0"
+    run_dir = home / protocol.RUNS_DIR / job.run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "output.ipynb").write_text('{"cells": []}')
+    assert commands.read("alice", job.run_id, "output.ipynb") == b'{"cells": []}'
+    with pytest.raises(OSError, match=r"job-0\.log"):
+        commands.read("alice", job.run_id, "job-0.log")
+    commands.cancel("alice", job_id)
+    assert slurm.cancelled == [job_id]

@@ -169,8 +169,9 @@ def run_with_data(tmp_path):
         tool.chmod(0o755)
     webdav = {"mount_dir": "WebDAV-Share", "mount": str(bin_dir / "mount"), "umount": str(bin_dir / "umount")}
 
-    def run(items, task=None, notebook=NOTEBOOK, terminate_after: str = "", **kwargs):
-        """terminate_after: once the log shows it, SIGTERM to every process of the job, as Slurm sends."""
+    def run(items, task=None, notebook=NOTEBOOK, terminate_after: str = "", ahead: bool = False, **kwargs):
+        """terminate_after: once the log shows it, SIGTERM to every process of the job, as Slurm sends at a time
+        limit or a stop; with `ahead`, USR1 to the batch shell alone, as Slurm's --signal=B:USR1@... does."""
         built = make(items, webdav=webdav, notebook=notebook, **kwargs)
         env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURM_JOB_ID": "42", "HOME": str(home)}
         if task is not None:
@@ -190,7 +191,10 @@ def run_with_data(tmp_path):
                     break
                 time.sleep(0.05)
             time.sleep(0.5)  # the notebook started
-            os.killpg(process.pid, signal.SIGTERM)
+            if ahead:
+                os.kill(process.pid, signal.SIGUSR1)
+            else:
+                os.killpg(process.pid, signal.SIGTERM)
             return process.wait(timeout=60), home / built.run_dir
 
     run.home, run.remote, run.tmp = home, remote, tmp_path
@@ -377,3 +381,22 @@ def test_outputs_go_back_when_slurm_ends_the_notebook(run_with_data, tmp_path):
     assert "got SIGTERM (a time limit or a stop): writing the outputs back" in log
     assert "output results written back to storage:/srv/out/late" in log
     assert (run_with_data.remote / "srv/out/late").is_dir()
+
+
+def test_outputs_go_back_ahead_of_the_time_limit(run_with_data, tmp_path):
+    """With outputs, Slurm tells the batch shell WRITE_BACK_LEAD_S before the time limit (USR1): the script stops
+    the notebook and writes the outputs back then, so rsync is not limited to KillWait; the run says so."""
+    fake = tmp_path / "bin/python"  # a notebook that would outlive its time
+    fake.write_text(fake.read_text().replace("import json, sys", "import json, sys, time; time.sleep(60)"))
+    items = [item("results", "output", path="/srv/out/early")]
+    status, run_dir = run_with_data(items, terminate_after="task 0, job 42", ahead=True)
+    log = (run_dir / "job-0.log").read_text()
+    assert status == data.EXIT_TIME_LIMIT, log
+    assert f"time limit in {data.WRITE_BACK_LEAD_S} s: stopping the notebook to write the outputs" in log
+    assert "output results written back to storage:/srv/out/early" in log
+    assert (run_with_data.remote / "srv/out/early").is_dir()
+    script = job.batch_script(make(items))
+    assert f"#SBATCH --signal=B:USR1@{data.WRITE_BACK_LEAD_S}" in script
+    assert "--signal" not in job.batch_script(make([item()]))  # inputs only: nothing to write back
+    final = states.from_sacct([{"JobID": "42", "State": "FAILED", "ExitCode": f"{data.EXIT_TIME_LIMIT}:0"}])
+    assert final.status == states.FAILED and final.message.startswith("time limit reached")

@@ -86,8 +86,8 @@ def service(tmp_path, monkeypatch):
     return make_service(tmp_path, monkeypatch)
 
 
-def make_service(tmp_path, monkeypatch, **settings) -> Service:
-    """The service on OFFER, with RunsService's other settings as given (data_file, ...)."""
+def make_service(tmp_path, monkeypatch, offer=None, **settings) -> Service:
+    """The service on OFFER (or `offer`), with RunsService's other settings as given (data_file, ...)."""
     monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/services/runs/")
     monkeypatch.setenv("JUPYTERHUB_OAUTH_ACCESS_SCOPES", json.dumps([ACCESS]))
 
@@ -97,7 +97,7 @@ def make_service(tmp_path, monkeypatch, **settings) -> Service:
 
     monkeypatch.setattr(auth.HubAuth, "get_user", get_user)
     config = tmp_path / "runs.json"
-    config.write_text(json.dumps(OFFER))
+    config.write_text(json.dumps(offer or OFFER))
     slurm = Slurm()
     store = Store(f"sqlite:///{tmp_path / 'runs.sqlite'}")
     files: dict[tuple[str, str], bytes] = {}
@@ -203,7 +203,7 @@ def test_another_users_run_is_not_found_and_cannot_be_stopped(service):
         ({"profile": "custom", "partition": "jupyter; id"}, "unknown partition"),
         ({"profile": "custom", "partition": "jupyter", "cpus": "1\n#SBATCH --uid=0"}, "cpus must be a number"),
         ({"profile": "custom", "partition": "jupyter", "cpus": 8}, "8 CPUs requested; partition jupyter allows 1 to 2"),
-        ({"profile": "hpc"}, "profile hpc runs in remote HPC mode, which runs do not support yet"),
+        ({"profile": "hpc"}, "profile hpc runs in remote HPC mode, which this service is not set up to reach"),
         ({"profile": "ws"}, "not a Slurm profile"),
         ({"runtime_environment_name": "../../etc/passwd"}, "unknown image"),
         ({"parameters": {"os.system('id')": 1}}, "must be an identifier"),

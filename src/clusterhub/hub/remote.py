@@ -28,6 +28,7 @@ from .remote_job import (
     cancel_argv,
     env_exports,
     hpc_user,
+    image_only,
     job_name,
     joblog_argv,
     parse_job_id,
@@ -42,10 +43,7 @@ from .spawner import _QUEUES, ClusterSlurmSpawner, _apply_user_options, start_fa
 async def _apply_remote_user_options(spawner: ClusterRemoteSpawner, user_options: dict) -> None:
     _apply_user_options(spawner, user_options)
     if not spawner.req_image_path:
-        reason = (
-            f"partition {spawner.request.partition} runs servers in a container image only: choose one of "
-            + ", ".join(i.get("display_name", i["name"]) for i in spawner.images if i.get("path"))
-        )
+        reason = image_only(spawner.request.partition, spawner.images)
         raise web.HTTPError(400, f"Cannot start the server: {reason}", reason=reason)
     # a run_as: user partition: the user must have an HPC account of their own (refused here, before any job)
     try:

@@ -65,6 +65,12 @@ def hpc_user(partition: str, partitions: list[dict], username: str, user_map: Ma
     return account
 
 
+def image_only(partition: str, images: list[dict]) -> str:
+    """What a user reads who asked for the nodes' own environment on a remote partition (its nodes have none)."""
+    choices = ", ".join(i.get("display_name", i["name"]) for i in images if i.get("path"))
+    return f"partition {partition} runs its jobs in a container image only: choose one of {choices}"
+
+
 def _as(user: str) -> tuple[str, ...]:
     return ("as", user) if user else ()
 

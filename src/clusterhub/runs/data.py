@@ -28,6 +28,11 @@ HOST_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 # the job's exit status when an input or output could not be copied (the notebook's own failures exit 1)
 EXIT_DATA = 3
+# ... and when the script stopped the notebook before the time limit, to write the outputs back in time
+EXIT_TIME_LIMIT = 4
+# how long before the time limit Slurm tells the script of a run with outputs (sbatch --signal=B:USR1@...): rsync
+# then has this long, not just KillWait's seconds after the limit
+WRITE_BACK_LEAD_S = 180
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,17 @@ import re
 import uuid
 from dataclasses import dataclass
 
+from clusterhub.hub.remote_job import image_only
 from clusterhub.hub.request import NAME_RE, OptionsError, Request, validate_options
+from clusterhub.protocol import RUN_ID, RUNS_DIR, RUNS_JOB_NAME
 from clusterhub.runs import data as run_data
 from clusterhub.runs.params import parameter_sets
 
-JOB_NAME = "clusterhub-run"
-RUNS_DIR = ".clusterhub/runs"  # in the user's home
+JOB_NAME = RUNS_JOB_NAME
 # Slurm refuses batch scripts over 4 MB (SchedulerParameters=max_script_size); base64 adds a third
 MAX_NOTEBOOK_BYTES = 2 * 1024 * 1024
 KERNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-RUN_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+RUN_ID_RE = re.compile(RUN_ID)
 
 
 def new_run_id() -> str:
@@ -127,6 +128,9 @@ def build(
     if parameters and parameters_cell(parsed) is None:
         raise OptionsError("the notebook has no cell tagged 'parameters' to receive the parameters")
     paths = {image["name"]: image.get("path", "") for image in images}
+    partition = next((p for p in partitions if p["name"] == request.partition), {})
+    if partition.get("remote") and not paths.get(request.image):
+        raise OptionsError(image_only(request.partition, images))
     raw = notebook.encode() if isinstance(notebook, str) else notebook
     sets = tuple(parameter_sets(parameters, sweep))
     items = run_data.check_data(data, data_hosts or [], bool(webdav), sets[0])
@@ -169,7 +173,14 @@ def sbatch_directives(job: RunJob) -> list[str]:
         lines.append(f"--gres=gpu:{r.gpus}")
     if job.sweep:
         lines.append(f"--array=0-{len(job.parameter_sets) - 1}")
+    if has_outputs(job):
+        # the batch shell alone is told ahead of the time limit: it stops the notebook and writes the outputs back
+        lines.append(f"--signal=B:USR1@{run_data.WRITE_BACK_LEAD_S}")
     return lines
+
+
+def has_outputs(job: RunJob) -> bool:
+    return any(item.direction == "output" for item in job.data)
 
 
 # papermill through its Python API, for one setting its command line lacks: the kernel talks over IPC sockets in a
@@ -204,6 +215,7 @@ def data_steps(job: RunJob, system_python: str) -> tuple[str, str, str]:
     if not job.data:
         return "", "''", ""
     spec = _wrapped(_b64(json.dumps(job.data_spec, sort_keys=True).encode()))
+    lead = run_data.WRITE_BACK_LEAD_S
     copy = f"""{system_python} - "$1" "data-spec-$task.json" "$task" "$(id -un)" "$home" <<'CLUSTERHUB_COPY'
 {run_data.COPY}CLUSTERHUB_COPY"""
     before = f"""base64 -d >"data-spec-$task.json" <<'CLUSTERHUB_DATA'
@@ -222,8 +234,18 @@ on_term() {{
   echo "clusterhub run {job.run_id}: task $task got SIGTERM (a time limit or a stop): writing the outputs back"
 }}
 trap on_term TERM
+# with outputs, Slurm's USR1 comes {lead} s before the time limit, to the script alone: it stops
+# the notebook, so the outputs are written back before the limit
+stopped_early=0
+on_time_limit() {{
+  echo "clusterhub run {job.run_id}: task $task: time limit in {lead} s: stopping the notebook to write the outputs"
+  stopped_early=1
+  kill -TERM "$notebook" 2>/dev/null || true
+}}
+trap on_time_limit USR1
 """
     after = f"""copy_data store || {{ [ "$status" -ne 0 ] || status={run_data.EXIT_DATA}; }}
+[ "$stopped_early" = 0 ] || status={run_data.EXIT_TIME_LIMIT}
 """
     return before, '"data-$task.json"', after
 
@@ -277,8 +299,11 @@ CLUSTERHUB_NOTEBOOK
   mv -f "$input" input.ipynb
 fi
 {before_data}status=0
-{python} - input.ipynb {output} "parameters-$task.json" {kernel} {data_file} <<'CLUSTERHUB_PAPERMILL' || status=$?
+{python} - input.ipynb {output} "parameters-$task.json" {kernel} {data_file} <<'CLUSTERHUB_PAPERMILL' &
 {PAPERMILL}CLUSTERHUB_PAPERMILL
+notebook=$!
+# its end; a signal the script traps interrupts the wait, not the notebook
+until wait "$notebook"; status=$?; ! kill -0 "$notebook" 2>/dev/null; do :; done
 {after_data}echo "clusterhub run {job.run_id}: task $task ended with status $status, $(date -Is)"
 exit "$status"
 """

@@ -47,20 +47,21 @@ from tornado.httpserver import HTTPServer
 from traitlets import Bool, Dict, Float, Integer, List, Unicode
 from traitlets.config import Application
 
+from clusterhub.hub.remote_job import hpc_user
 from clusterhub.hub.request import OptionsError
-from clusterhub.protocol import USER_NAME_RE
+from clusterhub.protocol import RUN_FILE, USER_NAME_RE
 from clusterhub.runs import data as run_data
 from clusterhub.runs import schedule, states
 from clusterhub.runs.job import RUN_ID_RE, build, new_run_id, output_name
 from clusterhub.runs.params import typed
-from clusterhub.runs.slurm import SlurmCommands, SlurmError, reconcile
+from clusterhub.runs.slurm import RemoteCommands, SlurmCommands, SlurmError, reconcile
 from clusterhub.runs.store import Definition, Run, Store
 
 log = logging.getLogger("clusterhub.runs")
 PAGE = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True
 ).get_template("runs.html.j2")
-FILE_RE = re.compile(r"^(input\.ipynb|output(-\d{1,4})?\.ipynb|job-\d{1,4}\.log)$")
+FILE_RE = re.compile(RUN_FILE)
 MAX_BODY = 4 * 1024 * 1024
 LOG_TAIL_LINES = 40
 
@@ -68,6 +69,13 @@ LOG_TAIL_LINES = 40
 def _ms(t: float | None) -> int | None:
     return None if t is None else int(t * 1000)
 
+
+# why a remote profile is not offered for runs
+SHARED_ACCOUNT = (
+    "runs every user's jobs as one shared HPC account, where a run's files would be open to other users' jobs;"
+    " choose a profile that runs as your own account"
+)
+NO_REMOTE = "runs in remote HPC mode, which this service is not set up to reach; choose a profile of the cluster's own"
 
 SPEC_KEYS = ("options", "parameters", "sweep", "kernel", "data")
 
@@ -90,11 +98,7 @@ def read_spec(data: dict, offer: dict) -> dict:
     if not re.match(r"^[^/\x00-\x1f]{1,255}$", filename):
         raise web.HTTPError(400, "input_filename must be a file name without '/'")
     if options.get("profile") in offer["remote_profiles"]:
-        raise web.HTTPError(
-            400,
-            f"profile {options['profile']} runs in remote HPC mode, which runs do not support yet; "
-            "choose a profile of the cluster's own partitions",
-        )
+        raise web.HTTPError(400, f"profile {options['profile']} {offer['remote_profiles'][options['profile']]}")
     return {
         "input_filename": filename,
         "name": str(data.get("name") or filename)[:255],
@@ -160,10 +164,26 @@ def checked(spec: dict, offer: dict):
         raise web.HTTPError(400, str(exc)) from None
 
 
-def submit(store: Store, slurm: SlurmCommands, owner: str, spec: dict, job, *, definition_id: str = "") -> Run:
-    """sbatch as the owner, then the run's record (SlurmError: nothing recorded)."""
+def run_account(offer: dict, owner: str, job) -> str:
+    """The HPC account a run on a remote partition runs as (the owner's own, through hpc-gate's `as`), or "" for
+    the cluster's own partitions; OptionsError where the owner has none there."""
+    entry = next((p for p in offer["partitions"] if p["name"] == job.request.partition), {})
+    if not entry.get("remote"):
+        return ""
+    try:
+        return hpc_user(job.request.partition, offer["partitions"], owner, offer.get("hpc_user_map"))
+    except ValueError as exc:
+        raise OptionsError(str(exc)) from None
+
+
+def submit(
+    store: Store, slurm: SlurmCommands, owner: str, spec: dict, job, *, offer: dict, definition_id: str = ""
+) -> Run:
+    """sbatch as the owner (or, on a remote partition, as the owner's HPC account through hpc-gate), then the
+    run's record (SlurmError, OptionsError: nothing submitted, nothing recorded)."""
     now = time.time()
-    job_id = slurm.submit(owner, job)
+    account = run_account(offer, owner, job)
+    job_id = slurm.side(account).submit(account or owner, job)
     run = Run(
         run_id=job.run_id,
         owner=owner,
@@ -180,6 +200,7 @@ def submit(store: Store, slurm: SlurmCommands, owner: str, spec: dict, job, *, d
         status_message="queued",
         job_id=job_id,
         job_definition_id=definition_id,
+        account=account,
     )
     store.add(run)
     log.info("run %s of %s submitted as job %s", run.run_id, owner, job_id)
@@ -196,6 +217,15 @@ class Settings:
         self.read_file = read_file  # (owner, relative path) -> bytes, read as the owner
         self.max_definitions = max_definitions
         self.pool = ThreadPoolExecutor(4, thread_name_prefix="runs")
+
+    def read_run_file(self, run: Run, name: str) -> bytes:
+        """A file of a run, read as its owner: here through sudo, or as the owner's HPC account through hpc-gate."""
+        if run.account:
+            return self.slurm.side(run.account).read(run.account, run.run_id, name)
+        return self.read_file(run.owner, f"{run.run_id}/{name}")
+
+    def cancel(self, run: Run) -> None:
+        self.slurm.side(run.account).cancel(run.account or run.owner, run.job_id)
 
     async def blocking(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -337,8 +367,10 @@ class JobsHandler(BaseHandler):
         spec = read_spec(self.body(), self.runs.offer)
         job = checked(spec, self.runs.offer)
         try:
-            run = await self.runs.blocking(submit, self.runs.store, self.runs.slurm, self.owner, spec, job)
-        except SlurmError as exc:
+            run = await self.runs.blocking(
+                lambda: submit(self.runs.store, self.runs.slurm, self.owner, spec, job, offer=self.runs.offer)
+            )
+        except (OptionsError, SlurmError) as exc:
             raise web.HTTPError(400, str(exc)) from None
         self.write_json({"job_id": run.run_id, "slurm_job_id": run.job_id}, status=201)
 
@@ -357,18 +389,16 @@ class JobHandler(BaseHandler):
         for task in range(run.tasks):
             name = output_name(task, bool(run.sweep))
             try:
-                cell = states.failed_cell(
-                    json.loads(await self.runs.blocking(self.runs.read_file, run.owner, f"{run.run_id}/{name}"))
-                )
+                cell = states.failed_cell(json.loads(await self.runs.blocking(self.runs.read_run_file, run, name)))
                 if not cell:
                     continue
-                log_text = await self.runs.blocking(self.runs.read_file, run.owner, f"{run.run_id}/job-{task}.log")
+                log_text = await self.runs.blocking(self.runs.read_run_file, run, f"job-{task}.log")
             except (OSError, ValueError):
                 continue
             return {"failed_cell": cell | {"task": task}, "log_tail": _tail(log_text)}
         # no cell failed (its data could not be copied, a time limit, ...): the first task's log says why
         try:
-            log_text = await self.runs.blocking(self.runs.read_file, run.owner, f"{run.run_id}/job-0.log")
+            log_text = await self.runs.blocking(self.runs.read_run_file, run, "job-0.log")
         except OSError:
             log_text = b""
         return {"failed_cell": None, "log_tail": _tail(log_text)}
@@ -380,7 +410,7 @@ class JobHandler(BaseHandler):
             raise web.HTTPError(400, 'only {"status": "STOPPED"} can be set')
         if run.active:
             try:
-                await self.runs.blocking(self.runs.slurm.cancel, run.owner, run.job_id)
+                await self.runs.blocking(self.runs.cancel, run)
             except SlurmError as exc:
                 raise web.HTTPError(409, str(exc)) from None
             self.runs.store.update(run.run_id, status_message="stopping")
@@ -392,7 +422,7 @@ class JobHandler(BaseHandler):
         run = self.run_or_404(run_id)
         if run.active:
             try:
-                await self.runs.blocking(self.runs.slurm.cancel, run.owner, run.job_id)
+                await self.runs.blocking(self.runs.cancel, run)
             except SlurmError as exc:
                 raise web.HTTPError(409, str(exc)) from None
         self.runs.store.delete(run.owner, run.run_id)
@@ -544,9 +574,17 @@ class DefinitionJobsHandler(DefinitionBase):
         job = checked(spec, self.runs.offer)
         try:
             run = await self.runs.blocking(
-                lambda: submit(self.runs.store, self.runs.slurm, d.owner, spec, job, definition_id=d.job_definition_id)
+                lambda: submit(
+                    self.runs.store,
+                    self.runs.slurm,
+                    d.owner,
+                    spec,
+                    job,
+                    offer=self.runs.offer,
+                    definition_id=d.job_definition_id,
+                )
             )
-        except SlurmError as exc:
+        except (OptionsError, SlurmError) as exc:
             raise web.HTTPError(400, str(exc)) from None
         self.runs.store.update_definition(d.job_definition_id, last_run_id=run.run_id)
         self.write_json({"job_id": run.run_id, "slurm_job_id": run.job_id}, status=201)
@@ -590,7 +628,8 @@ def fire_due(store: Store, slurm: SlurmCommands, offer: dict, now: float | None 
             continue
         spec = definition_spec(d)
         try:
-            run = submit(store, slurm, d.owner, spec, build_job(spec, offer), definition_id=d.job_definition_id)
+            job = build_job(spec, offer)
+            run = submit(store, slurm, d.owner, spec, job, offer=offer, definition_id=d.job_definition_id)
             message = f"last run {_when(now)}"
         except (OptionsError, SlurmError) as exc:
             run = Run(
@@ -620,7 +659,7 @@ class JobFileHandler(BaseHandler):
         if not FILE_RE.match(name):
             raise web.HTTPError(404, f"a run has no file {name[:60]}")
         try:
-            data = await self.runs.blocking(self.runs.read_file, run.owner, f"{run.run_id}/{name}")
+            data = await self.runs.blocking(self.runs.read_run_file, run, name)
         except OSError:
             raise web.HTTPError(404, f"{name} is not there (yet): the run may not have started or written it") from None
         if self.get_argument("format", "") == "html" and name.endswith(".ipynb"):
@@ -726,6 +765,11 @@ class RunsService(Application):
         help="JSON file of the runs' external data: {hosts: [{name, address, port}] (reached over SSH with the"
         " users' keys), webdav: {mount_dir, mount, umount} (the users' WebDAV spaces on the nodes) or null}",
     ).tag(config=True)
+    remote_file = Unicode(
+        "",
+        help="JSON file of remote HPC mode: {ssh: [the ssh command to hpc-gate on the login node, with the service's"
+        " own key], user_map: {hub user: HPC account}}; empty: remote partitions are not offered for runs",
+    ).tag(config=True)
     debug = Bool(False).tag(config=True)
     aliases = Dict(
         {
@@ -736,27 +780,52 @@ class RunsService(Application):
             "db-url-file": "RunsService.db_url_file",
             "poll-interval": "RunsService.poll_interval",
             "data": "RunsService.data_file",
+            "remote": "RunsService.remote_file",
         }
     )
 
     def offer(self) -> dict:
         with open(self.config_file, encoding="utf-8") as f:
             offer = json.load(f)
-        # remote HPC mode's partitions are not offered for runs (their jobs go through hpc-gate, not sbatch here)
-        partitions = [p for p in offer.get("partitions", []) if not p.get("remote")]
+        # remote HPC mode's partitions are offered for runs where their jobs run as the users' own HPC accounts
+        # (through hpc-gate, with the service's own key); a shared account's are not (every job of it could read
+        # every run's files)
+        remote = self.remote_settings()
+        partitions = [
+            p
+            for p in offer.get("partitions", [])
+            if not p.get("remote") or (remote["ssh"] and p.get("run_as", "account") == "user")
+        ]
         names = {p["name"] for p in partitions}
         profiles = offer.get("profiles", [])
         return {
             "partitions": partitions,
             # Docker profiles stay, for job.build's own message; remote ones are named for the service's
             "profiles": [p for p in profiles if p.get("kind", "slurm") != "slurm" or p.get("partition") in names],
-            "remote_profiles": [
-                p["slug"] for p in profiles if p.get("kind", "slurm") == "slurm" and p.get("partition") not in names
-            ],
+            "remote_profiles": {
+                p["slug"]: SHARED_ACCOUNT if remote["ssh"] else NO_REMOTE
+                for p in profiles
+                if p.get("kind", "slurm") == "slurm" and p.get("partition") not in names
+            },
             "images": offer.get("images", []),
             "allow_custom": bool(offer.get("allow_custom", True)),
+            "hpc_user_map": remote["user_map"],
             **self.data_places(),
         }
+
+    def remote_settings(self) -> dict:
+        """How the service reaches remote HPC mode's login node: {ssh: argv up to the command, user_map: hub user:
+        HPC account (empty: the same names)}; no ssh where the site has no remote partition."""
+        if not self.remote_file:
+            return {"ssh": [], "user_map": {}}
+        with open(self.remote_file, encoding="utf-8") as f:
+            remote = json.load(f)
+        ssh, user_map = remote.get("ssh") or [], remote.get("user_map") or {}
+        if not isinstance(ssh, list) or not all(isinstance(word, str) and word for word in ssh):
+            raise ValueError(f"{self.remote_file}: ssh must be a list of words (the ssh command up to the command)")
+        if not isinstance(user_map, dict):
+            raise ValueError(f"{self.remote_file}: user_map must map hub user names to HPC account names")
+        return {"ssh": ssh, "user_map": user_map}
 
     def data_places(self) -> dict:
         """Where runs may read and write external data: the site's data hosts, and the WebDAV spaces."""
@@ -799,6 +868,8 @@ class RunsService(Application):
             self.db_url = Path(self.db_url_file).read_text().strip()
         store = Store(self.db_url)
         slurm = SlurmCommands(sbatch=self.sbatch, scancel=self.scancel, squeue=self.squeue, sacct=self.sacct)
+        ssh = self.remote_settings()["ssh"]
+        slurm.remote = RemoteCommands(ssh=ssh) if ssh else None
         app = self.make_app(store, slurm, read_as_owner())
         HTTPServer(app, xheaders=True).listen(self.port, "127.0.0.1")
         shared = app.settings["runs"]

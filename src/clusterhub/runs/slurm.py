@@ -5,6 +5,11 @@ run's owner (`sudo -u OWNER sbatch --parsable`, the script on standard input; in
 through hpc-gate), reads the queue with one squeue per poll for every user's runs, and asks accounting for the
 runs that left the queue with one sacct per owner (slurmdbd's PrivateData shows a user only their own jobs).
 
+Remote HPC mode (partitions with `remote: true` and `run_as: user`): the service logs in to the HPC login node with
+a key of its own, whose forced command is hpc-gate, and every command but squeue is `as ACCOUNT ...`, the run's
+owner's own HPC account (RemoteCommands): sbatch, scancel, sacct and `runfile` (a file of the run, read as its
+owner there). A run remembers the account it runs as (its `account`; "" for the cluster's own partitions).
+
 Reconciliation: a run in the queue takes squeue's state; a run that left it takes sacct's final state (TIMEOUT:
 FAILED with "time limit", OUT_OF_MEMORY: FAILED with "out of memory", CANCELLED: STOPPED); a job neither knows is
 given a grace period (slurmdbd may be behind, or down: sacct then fails and nothing changes) and then FAILED as
@@ -14,12 +19,15 @@ vanished. While the controller is down, squeue fails and no state changes either
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from clusterhub.protocol import SQUEUE_FIELDS
+from clusterhub.protocol import SQUEUE_FORMAT as GATE_SQUEUE_FORMAT
 from clusterhub.runs import states
 from clusterhub.runs.job import JOB_NAME, RunJob, batch_script
 from clusterhub.runs.store import Run, Store
@@ -32,6 +40,15 @@ def run_command(argv: list[str], stdin: str | None = None, timeout: float = 60) 
         done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return 255, "", str(exc)
+    return done.returncode, done.stdout, done.stderr
+
+
+def run_bytes(argv: list[str], timeout: float = 120) -> tuple[int, bytes, bytes]:
+    """run_command for a file's bytes (a notebook, a log) on standard output."""
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 255, b"", str(exc).encode()
     return done.returncode, done.stdout, done.stderr
 
 
@@ -62,9 +79,22 @@ class SlurmCommands:
         ]
     )
     runner: Runner = run_command
+    # the remote HPC mode's commands (RemoteCommands), for runs with an account; None: no remote partition
+    remote: SlurmCommands | None = None
 
     def _argv(self, template: list[str], **values: str) -> list[str]:
         return [word.format(**values) for word in template]
+
+    def side(self, account: str) -> SlurmCommands:
+        """The commands a run goes through: these, or the remote ones for a run with an HPC account."""
+        if not account:
+            return self
+        if self.remote is None:
+            raise SlurmError("remote HPC mode is not configured for notebook runs; ask the administrators")
+        return self.remote
+
+    def _row(self, parts: list[str]) -> tuple[str, str, str] | None:
+        return tuple(parts) if len(parts) == 3 else None
 
     def submit(self, owner: str, job: RunJob) -> str:
         rc, out, err = self.runner(self._argv(self.sbatch, owner=owner), batch_script(job))
@@ -81,14 +111,14 @@ class SlurmCommands:
 
     def queue(self) -> dict[str, list[tuple[str, str, str]]] | None:
         """{job id: its (task id, state, reason) rows} of every run in the queue; None when squeue fails."""
-        rc, out, _ = self.runner(list(self.squeue), None)
+        rc, out, _ = self.runner(self._argv(self.squeue), None)
         if rc != 0:
             return None
         jobs: dict[str, list] = defaultdict(list)
         for line in out.splitlines():
-            parts = line.strip().split("|")
-            if len(parts) == 3:
-                jobs[states.base_job_id(parts[0])].append(tuple(parts))
+            row = self._row(line.strip().split("|"))
+            if row:
+                jobs[states.base_job_id(row[0])].append(row)
         return dict(jobs)
 
     def accounting(self, owner: str, job_ids: list[str]) -> dict[str, list[dict]] | None:
@@ -102,6 +132,45 @@ class SlurmCommands:
         return dict(rows)
 
 
+_GATE_FIELDS = {name: index for index, name in enumerate(SQUEUE_FIELDS)}
+
+
+@dataclass
+class RemoteCommands(SlurmCommands):
+    """The same commands through hpc-gate: `ssh` (the service's key, the login node's host key checked) and one
+    command line the gate splits and checks again; the run's owner's HPC account is the `{owner}` here."""
+
+    ssh: list[str] = field(default_factory=list)
+    sbatch: list[str] = field(
+        default_factory=lambda: ["as", "{owner}", "sbatch", "--parsable", f"--job-name={JOB_NAME}"]
+    )
+    scancel: list[str] = field(default_factory=lambda: ["as", "{owner}", "scancel", "{job}"])
+    # the gate prints its own format (protocol.SQUEUE_FORMAT) and no array tasks one by one
+    squeue: list[str] = field(default_factory=lambda: ["squeue", "-h", f"--name={JOB_NAME}", "-o", GATE_SQUEUE_FORMAT])
+    sacct: list[str] = field(default_factory=lambda: ["as", "{owner}", "sacct", "{jobs}"])
+    runfile: list[str] = field(default_factory=lambda: ["as", "{owner}", "runfile", "{run}", "{name}"])
+    byte_runner: Callable[[list[str]], tuple[int, bytes, bytes]] = run_bytes
+
+    def _argv(self, template: list[str], **values: str) -> list[str]:
+        # ssh joins its arguments into one command line: each word quoted (the values are checked names and ids)
+        return [*self.ssh, shlex.join(word.format(**values) for word in template)]
+
+    def _row(self, parts: list[str]) -> tuple[str, str, str] | None:
+        if len(parts) != len(_GATE_FIELDS):
+            return None
+        return tuple(parts[_GATE_FIELDS[name]] for name in ("job_id", "state", "reason"))
+
+    def queue(self) -> dict[str, list[tuple[str, str, str]]] | None:
+        return super().queue() if self.ssh else None
+
+    def read(self, account: str, run_id: str, name: str) -> bytes:
+        """A file of a run, read as its owner's HPC account on the login node."""
+        rc, out, err = self.byte_runner(self._argv(self.runfile, owner=account, run=run_id, name=name))
+        if rc != 0:
+            raise OSError(err.decode(errors="replace").strip()[-200:])
+        return out
+
+
 # how long a job may be unknown to both squeue and sacct before its run is failed as vanished
 LOST_AFTER_S = 300.0
 
@@ -109,18 +178,28 @@ LOST_AFTER_S = 300.0
 def reconcile(store: Store, slurm: SlurmCommands, now: float | None = None) -> dict[str, int]:
     """One poll: the states of every active run brought up to date; returns how many runs changed, by status."""
     now = time.time() if now is None else now
-    active = [run for run in store.active() if run.job_id]
     changed: dict[str, int] = defaultdict(int)
-    if not active:
-        return {}
+    sides: dict[bool, list[Run]] = defaultdict(list)
+    for run in store.active():
+        if run.job_id:
+            sides[bool(run.account)].append(run)
+    for remote, active in sides.items():
+        commands = slurm.remote if remote else slurm
+        if commands is not None:
+            _reconcile(store, commands, active, now, changed)
+    return dict(changed)
+
+
+def _reconcile(store: Store, slurm: SlurmCommands, active: list[Run], now: float, changed: dict[str, int]) -> None:
+    """reconcile() for the runs of one side (the cluster's own partitions, or the remote ones)."""
     queue = slurm.queue()
     if queue is None:  # the controller is down or busy: change nothing
-        return {}
+        return
     gone: dict[str, list[Run]] = defaultdict(list)
     for run in active:
         state = states.from_squeue(queue.get(run.job_id, []))
         if state is None:
-            gone[run.owner].append(run)
+            gone[run.account or run.owner].append(run)
         elif (state.status, state.message) != (run.status, run.status_message):
             started = now if state.status == states.IN_PROGRESS and run.start_time is None else run.start_time
             store.update(
@@ -152,4 +231,3 @@ def reconcile(store: Store, slurm: SlurmCommands, now: float | None = None) -> d
                 efficiency=json.dumps(asdict(eff) | {"advice": eff.advice()}) if eff else "",
             )
             changed[final.status] += 1
-    return dict(changed)

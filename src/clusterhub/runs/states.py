@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from clusterhub.runs.data import EXIT_DATA
+from clusterhub.protocol import SACCT_FIELDS
+from clusterhub.runs.data import EXIT_DATA, EXIT_TIME_LIMIT, WRITE_BACK_LEAD_S
 
 QUEUED, IN_PROGRESS, COMPLETED, FAILED, STOPPED = "QUEUED", "IN_PROGRESS", "COMPLETED", "FAILED", "STOPPED"
 # squeue -h -j JOB -r -o "%i|%T|%r"; sacct -n -P -X -j JOB -o these fields (and the batch steps for MaxRSS)
 SQUEUE_FORMAT = "%i|%T|%r"
-SACCT_FIELDS = "JobID,State,ExitCode,Elapsed,Timelimit,TotalCPU,AllocCPUS,ReqMem,MaxRSS,AllocTRES,Reason"
 QUEUED_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 # a final Slurm state, and what a user reads about it
@@ -47,6 +47,12 @@ def _final(state: str, exit_code: str) -> RunState:
         code = exit_code.split(":", maxsplit=1)[0] if exit_code else "?"
         if code == str(EXIT_DATA):
             return RunState(FAILED, "its external data could not be copied: the job log says which and why")
+        if code == str(EXIT_TIME_LIMIT):
+            return RunState(
+                FAILED,
+                f"time limit reached: the notebook was stopped {WRITE_BACK_LEAD_S} s before it to write its outputs"
+                " back; ask for more hours, or make the notebook faster",
+            )
         return RunState(FAILED, f"the notebook failed (exit code {code}): see the failing cell and the job log")
     return RunState(FAILED, FAILED_WORDS.get(word, f"Slurm ended the job as {word or 'unknown'}"))
 

@@ -40,6 +40,8 @@ runs = sa.Table(
     sa.Column("job_definition_id", sa.String(36), nullable=False, default="", server_default=""),
     # the external data declared (JSON: [{name, direction, host, path}]; places, never credentials)
     sa.Column("data", sa.Text, nullable=False, default="[]", server_default="[]"),
+    # remote HPC mode: the HPC account the run's job runs as (hpc-gate's `as`); "" on the cluster's own partitions
+    sa.Column("account", sa.String(64), nullable=False, default="", server_default=""),
     sa.Index("ix_runs_owner_create", "owner", "create_time"),
 )
 # a job definition: what to run (the notebook and the request as the user gave it, checked again at each firing, so
@@ -86,6 +88,7 @@ class Run:
     gone_since: float | None = None
     job_definition_id: str = ""
     data: list = field(default_factory=list)
+    account: str = ""
 
     @property
     def active(self) -> bool:
