@@ -73,7 +73,7 @@ MAX_LOG_BYTES = 16 * 1024
 @dataclass(frozen=True)
 class Config:
     job_name: str = "jupyterhub"
-    squeue_format: str = "%i|%T|%B|%r|%u|%P|%j"
+    squeue_format: str = "%i|%T|%B|%r|%u|%P|%j|%Q|%S"
     slurm_bin_dir: str = ""
     job_log_dir: str = ".clusterhub/logs"  # the jobs' --output directory, relative to the account's home
     users_group: str = ""  # `as USER` is allowed for this group's members (empty: never)

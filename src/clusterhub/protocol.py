@@ -15,10 +15,11 @@ import re
 USER_NAME = r"^[a-z_][a-z0-9_.-]{0,31}$"
 USER_NAME_RE = re.compile(USER_NAME)
 
-# squeue -o: job id, long state, first node, reason (pending reason or "None"), user, partition, job name.
-# The hub parses lines of exactly these fields, in this order; hpc-gate lets exactly this format through.
-SQUEUE_FORMAT = "%i|%T|%B|%r|%u|%P|%j"
-SQUEUE_FIELDS = ("job_id", "state", "node", "reason", "user", "partition", "name")
+# squeue -o: job id, long state, first node, reason (pending reason or "None"), user, partition, job name, priority,
+# expected start time (pending jobs: Slurm's estimate, or N/A). The hub parses lines of these fields, in this order
+# (and of the first seven, or four, from an hpc-gate configured before); hpc-gate lets exactly this format through.
+SQUEUE_FORMAT = "%i|%T|%B|%r|%u|%P|%j|%Q|%S"
+SQUEUE_FIELDS = ("job_id", "state", "node", "reason", "user", "partition", "name", "priority", "start")
 
 # Slurm job names: direct mode's servers all carry the hub's job name; remote mode's carry
 # `<job name>-<user>` (squeue on the shared account tells users apart by it).

@@ -105,14 +105,16 @@ def test_pending_spawn_shows_queue_state_and_can_be_cancelled(alice, login):
         r = alice.post("/users/alice/server", json={"profile": "large"})
         assert r.status_code == 202
         progress = alice.api.get(f"{alice.url}/hub/api/users/alice/server/progress", stream=True, timeout=30)
-        message = ""
+        event = {}
         for line in progress.iter_lines():
             if line.startswith(b"data:"):
-                message = json.loads(line[5:])["message"]
-                if "pending in the queue" in message:
+                event = json.loads(line[5:])
+                if "queue" in event:
                     break
         progress.close()
-        assert "pending in the queue (reason: Resources)" in message
+        # the place in the queue, the reason in words (test_queue_position.py has the rest)
+        assert event.get("queue", {}).get("reason") == "Resources", event
+        assert "is in the queue of partition" in event["message"] and "to free up on partition" in event["message"]
         job = squeue_jobs(login, "alice")
         assert len(job) == 1
         alice.stop()

@@ -49,7 +49,7 @@ if command == "sbatch":
     user = os.environ.get("FAKE_SLURM_USER", "alice")
     name = option("-J", "--job-name", "jupyterhub")
     state["jobs"][job] = {"state": "PENDING", "node": "", "reason": "Priority", "user": user, "partition": "batch",
-                          "name": name}
+                          "name": name, "priority": str(100000 - int(job)), "start": "N/A"}
     state["scripts"][job] = sys.stdin.read()
     save()
     print(job)
@@ -66,7 +66,8 @@ elif command == "squeue":
     fmt = option("-o", "--format")
     name = option("-n", "--name")
     user = option("-u", "--user")
-    fields = {"i": None, "T": "state", "B": "node", "r": "reason", "u": "user", "P": "partition", "j": "name"}
+    fields = {"i": None, "T": "state", "B": "node", "r": "reason", "u": "user", "P": "partition", "j": "name",
+              "Q": "priority", "S": "start"}
     save()
     for job, info in state["jobs"].items():
         if info["state"] not in ("PENDING", "RUNNING", "COMPLETING"):
@@ -75,7 +76,7 @@ elif command == "squeue":
             continue
         line = fmt
         for letter, key in fields.items():
-            line = line.replace("%" + letter, job if key is None else (info[key] or "n/a"))
+            line = line.replace("%" + letter, job if key is None else (info.get(key) or "n/a"))
         print(line)
 elif command == "sacct":
     # --jobs=ID,... of --user, in --format's fields (-P: |-separated): what the runs service reads of a job

@@ -11,6 +11,7 @@ import shlex
 import pytest
 from test_runs_service import NOTEBOOK, OFFER, call, make_service, submit_body
 
+from clusterhub.protocol import SQUEUE_FORMAT
 from clusterhub.runs.slurm import RemoteCommands, SlurmCommands, reconcile
 
 SSH = ["/usr/bin/ssh", "-i", "/var/lib/clusterhub-runs/.ssh/clusterhub_hpc", "clusterhub-gate@login"]
@@ -92,12 +93,10 @@ def test_a_remote_run_goes_through_hpc_gate_as_the_owners_own_account(tmp_path, 
         assert service.slurm.calls == []  # nothing went to the cluster's own sbatch
         run = (await call(base, f"scheduler/jobs/{run_id}"))[1]
         assert (run["status"], run["slurm_job_id"], run["compute_type"]) == ("QUEUED", "501", "hpcown")
-        # the gate's squeue format (job id, state, node, reason, user, partition, name)
-        service.gate.queue = "501|RUNNING|rnode1|None|alice|hpcown|clusterhub-run\n"
+        # the gate's squeue format (job id, state, node, reason, user, partition, name, priority, start)
+        service.gate.queue = "501|RUNNING|rnode1|None|alice|hpcown|clusterhub-run|4294|2026-12-07T10:00:00\n"
         assert reconcile(service.store, slurm) == {"IN_PROGRESS": 1}
-        assert ["squeue", "-h", "--name=clusterhub-run", "-o", "%i|%T|%B|%r|%u|%P|%j"] in [
-            w for w, _ in service.gate.calls
-        ]
+        assert ["squeue", "-h", "--name=clusterhub-run", "-o", SQUEUE_FORMAT] in [w for w, _ in service.gate.calls]
         service.gate.queue = ""
         service.gate.acct = "501|COMPLETED|0:0|00:00:20|02:00:00|00:10|1|1G||cpu=1|None\n"
         assert reconcile(service.store, slurm) == {"COMPLETED": 1}

@@ -100,6 +100,9 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
     def _default_req_job_name(self):
         return job_name(self.job_name, self.user.name)
 
+    # hpc-gate's squeue lists the hub's jobs only: no place among the partition's pending jobs
+    cluster_wide_queue = False
+
     @property
     def queue(self) -> SlurmQueue:
         argv = squeue_argv(self.ssh_command)

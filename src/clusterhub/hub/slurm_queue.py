@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from ..protocol import SQUEUE_FORMAT
 
 _FIELDS = SQUEUE_FORMAT.count("|") + 1
-_LEGACY_FIELDS = 4  # an hpc-gate still configured with the old format: no user, partition or name
+# an hpc-gate still configured with an older format: without priority and expected start, or also without user,
+# partition and name
+_LEGACY_FIELDS = (7, 4)
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class JobInfo:
     user: str = ""
     partition: str = ""
     name: str = ""
+    priority: str = ""
+    start: str = ""  # pending: when Slurm expects it to start (ISO time), or "N/A"
 
     @property
     def pending(self) -> bool:
@@ -42,11 +46,11 @@ class JobInfo:
 
 
 def parse_squeue(output: str) -> dict[str, JobInfo]:
-    """Parse `squeue -h -o SQUEUE_FORMAT` output (or the old four fields, without user, partition and name)."""
+    """Parse `squeue -h -o SQUEUE_FORMAT` output (or an older gate's seven or four fields)."""
     jobs = {}
     for line in output.splitlines():
         parts = [p.strip() for p in line.strip().split("|", _FIELDS - 1)]
-        if len(parts) not in (_FIELDS, _LEGACY_FIELDS) or not parts[0]:
+        if (len(parts) != _FIELDS and len(parts) not in _LEGACY_FIELDS) or not parts[0]:
             continue
         job_id, state, node, reason, *owner = parts
         jobs[job_id] = JobInfo(job_id, state, "" if node in ("n/a", "(null)") else node, reason, *owner)

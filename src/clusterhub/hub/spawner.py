@@ -16,6 +16,7 @@ from traitlets import Float, Integer, List, Unicode, default
 from ..protocol import direct_job_log
 from .job_end import cause
 from .node_check import Reach, missed_polls, probe, resolve, server_address
+from .pending import waiting
 from .request import OptionsError, validate_options
 from .rules import config_errors
 from .settings import FormSpawner
@@ -103,9 +104,13 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
         if errors:
             raise ValueError("; ".join(errors))
 
+    # the batched squeue lists every job of the cluster (one RPC either way: squeue filters on its side), so a
+    # pending server's place among its partition's pending jobs is known; remote mode's sees the hub's jobs only
+    cluster_wide_queue = True
+
     @property
     def queue(self) -> SlurmQueue:
-        argv = [*self.squeue_command, "-h", "--name", self.job_name, "-o", SQUEUE_FORMAT]
+        argv = [*self.squeue_command, "-h", "-o", SQUEUE_FORMAT]
         key = (tuple(argv), self.squeue_timeout)
         if key not in _QUEUES:
             _QUEUES[key] = SlurmQueue(argv, timeout=self.squeue_timeout)
@@ -323,7 +328,14 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
             elif info is None or info.job_id != self.job_id:
                 yield {"message": f"Job {self.job_id} submitted, waiting for Slurm…"}
             elif info.pending:
-                yield {"message": f"Job {self.job_id} pending in the queue (reason: {info.reason})"}
+                request = getattr(self, "request", None)
+                yield waiting(
+                    info,
+                    self.queue.jobs if self.cluster_wide_queue else None,
+                    cpus=request.cpus if request else 0,
+                    memory_gb=request.memory_gb if request else 0,
+                    gpus=request.gpus if request and isinstance(request.gpus, int) else 0,
+                ).event()
             elif info.running:
                 yield {"message": f"Job {self.job_id} running on {info.node}, starting JupyterLab…"}
                 return

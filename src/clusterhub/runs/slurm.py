@@ -156,7 +156,7 @@ class RemoteCommands(SlurmCommands):
         return [*self.ssh, shlex.join(word.format(**values) for word in template)]
 
     def _row(self, parts: list[str]) -> tuple[str, str, str] | None:
-        if len(parts) != len(_GATE_FIELDS):
+        if len(parts) < _GATE_FIELDS["reason"] + 1:  # a gate configured before may print fewer fields
             return None
         return tuple(parts[_GATE_FIELDS[name]] for name in ("job_id", "state", "reason"))
 
