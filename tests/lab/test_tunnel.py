@@ -14,6 +14,8 @@ import shlex
 import pytest
 from conftest import PREFIX, wait_for
 
+from clusterhub.protocol import SQUEUE_FORMAT
+
 pytestmark = pytest.mark.tunnel
 
 HUB_KEY = "/var/lib/jupyterhub/.ssh/clusterhub_hpc"
@@ -37,7 +39,7 @@ UNPUBLISHED_SSH = SSH_AS_JOB.format(key=f"{KEYS}/unpublished")
 # where the hub publishes the public halves (tunnel_user_keys_dir), and how it does it
 HUB_KEYS = "/var/lib/clusterhub-tunnel-keys"
 HUB_PYTHON = "runuser -u jupyterhub -- /opt/jupyterhub/bin/python -I -c"
-SQUEUE = "squeue -h --name jupyterhub -o '%i|%T|%B|%r|%u|%P|%j'"  # hpc_account_squeue_format
+SQUEUE = f"squeue -h --name jupyterhub -o '{SQUEUE_FORMAT}'"  # the format hpc-gate lets through
 # in the tunnel account's ports (tunnel_user_listen_ports: 47000-47999 by default)
 NOTEBOOK_PORT = 47888
 OTHER_PORT = 47889  # another server's
