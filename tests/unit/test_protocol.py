@@ -161,10 +161,15 @@ def test_the_runs_service_reads_exactly_what_the_gate_prints(tmp_path, gate_conf
         out, err = capfd.readouterr()
         return rc, out, err
 
+    def read(rc, out, err):  # read_output's contract: the bytes printed, or OSError with the message
+        if rc != 0:
+            raise OSError(err)
+        return out.encode()
+
     commands = RemoteCommands(
         ssh=SSH,
         runner=through,
-        byte_runner=lambda argv: tuple(x if i == 0 else x.encode() for i, x in enumerate(through(argv))),
+        reader=lambda argv: read(*through(argv)),
     )
     job = build_run(
         {"profile": "custom", "partition": "hpcown", "image": "python"},

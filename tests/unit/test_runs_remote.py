@@ -61,8 +61,8 @@ class Gate:
         self.calls.append((words, None))
         key = (words[1], words[3], words[4])  # as ACCOUNT runfile RUN FILE
         if key not in self.files:
-            return 1, b"", f"hpc-gate: runfile: {words[3]}/{words[4]}: No such file or directory".encode()
-        return 0, self.files[key], b""
+            raise OSError(f"hpc-gate: runfile: {words[3]}/{words[4]}: No such file or directory")
+        return self.files[key]
 
 
 def remote_service(tmp_path, monkeypatch, user_map=None):
@@ -71,7 +71,7 @@ def remote_service(tmp_path, monkeypatch, user_map=None):
     service = make_service(tmp_path, monkeypatch, offer=REMOTE_OFFER, remote_file=str(remote))
     service.gate = Gate()
     settings = service.app.settings["runs"]
-    settings.slurm.remote = RemoteCommands(ssh=SSH, runner=service.gate, byte_runner=service.gate.read)
+    settings.slurm.remote = RemoteCommands(ssh=SSH, runner=service.gate, reader=service.gate.read)
     return service
 
 

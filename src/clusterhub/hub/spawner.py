@@ -104,8 +104,9 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
         if errors:
             raise ValueError("; ".join(errors))
 
-    # the batched squeue lists every job of the cluster (one RPC either way: squeue filters on its side), so a
-    # pending server's place among its partition's pending jobs is known; remote mode's sees the hub's jobs only
+    # the batched squeue lists every job of the cluster (with a name filter squeue fetched every job too, and dropped
+    # the others itself), so a pending server's place among its partition's pending jobs is known; remote mode's
+    # sees the hub's jobs only
     cluster_wide_queue = True
 
     @property

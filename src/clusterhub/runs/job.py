@@ -22,7 +22,6 @@ from clusterhub.protocol import RUN_ID, RUNS_DIR, RUNS_JOB_NAME
 from clusterhub.runs import data as run_data
 from clusterhub.runs.params import parameter_sets
 
-JOB_NAME = RUNS_JOB_NAME
 # Slurm refuses batch scripts over 4 MB (SchedulerParameters=max_script_size); base64 adds a third
 MAX_NOTEBOOK_BYTES = 2 * 1024 * 1024
 KERNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -157,12 +156,12 @@ def _wrapped(text: str, width: int = 76) -> str:
 def sbatch_directives(job: RunJob) -> list[str]:
     r = job.request
     lines = [
-        f"--job-name={JOB_NAME}",
+        f"--job-name={RUNS_JOB_NAME}",
         f"--partition={r.partition}",
         f"--cpus-per-task={r.cpus}",
         f"--mem={r.memory_gb}G",
         f"--time={r.runtime}",
-        f"--comment={JOB_NAME}:{job.run_id}",
+        f"--comment={RUNS_JOB_NAME}:{job.run_id}",
         # the script writes its own log into the run's directory, which does not exist before it starts; the
         # submitter's working directory (the service's own) is nothing the job may use
         "--output=/dev/null",

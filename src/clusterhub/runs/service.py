@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import re
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,12 +48,12 @@ from traitlets.config import Application
 
 from clusterhub.hub.remote_job import hpc_user
 from clusterhub.hub.request import OptionsError
-from clusterhub.protocol import RUN_FILE, USER_NAME_RE
+from clusterhub.protocol import RUN_FILE, RUNS_DIR, USER_NAME_RE
 from clusterhub.runs import data as run_data
 from clusterhub.runs import schedule, states
 from clusterhub.runs.job import RUN_ID_RE, build, new_run_id, output_name
 from clusterhub.runs.params import typed
-from clusterhub.runs.slurm import RemoteCommands, SlurmCommands, SlurmError, reconcile
+from clusterhub.runs.slurm import RemoteCommands, SlurmCommands, SlurmError, read_output, reconcile
 from clusterhub.runs.store import Definition, Run, Store
 
 log = logging.getLogger("clusterhub.runs")
@@ -721,18 +720,14 @@ class PageHandler(BaseHandler):
 
 
 def read_as_owner(
-    runs_dir: str = ".clusterhub/runs", cat: tuple[str, ...] = ("sudo", "-n", "-u", "{owner}", "/usr/bin/cat", "--")
+    runs_dir: str = RUNS_DIR, cat: tuple[str, ...] = ("sudo", "-n", "-u", "{owner}", "/usr/bin/cat", "--")
 ):
     """A file of a run, read as its owner (the service itself cannot read users' homes): owner and relative path
     come from the records and FILE_RE, never from a request as given."""
 
     def read(owner: str, relative: str) -> bytes:
         home = os.path.expanduser(f"~{owner}")
-        argv = [word.format(owner=owner) for word in cat] + [f"{home}/{runs_dir}/{relative}"]
-        done = subprocess.run(argv, capture_output=True, timeout=60, check=False)
-        if done.returncode != 0:
-            raise OSError(done.stderr.decode(errors="replace").strip()[:200])
-        return done.stdout
+        return read_output([word.format(owner=owner) for word in cat] + [f"{home}/{runs_dir}/{relative}"], 60)
 
     return read
 

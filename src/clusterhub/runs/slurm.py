@@ -19,17 +19,18 @@ vanished. While the controller is down, squeue fails and no state changes either
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from clusterhub.protocol import SQUEUE_FIELDS
+from clusterhub.hub.remote_job import remote
+from clusterhub.hub.slurm_queue import parse_squeue
+from clusterhub.protocol import RUNS_JOB_NAME
 from clusterhub.protocol import SQUEUE_FORMAT as GATE_SQUEUE_FORMAT
 from clusterhub.runs import states
-from clusterhub.runs.job import JOB_NAME, RunJob, batch_script
+from clusterhub.runs.job import RunJob, batch_script
 from clusterhub.runs.store import Run, Store
 
 Runner = Callable[[list[str], str | None], tuple[int, str, str]]
@@ -43,13 +44,16 @@ def run_command(argv: list[str], stdin: str | None = None, timeout: float = 60) 
     return done.returncode, done.stdout, done.stderr
 
 
-def run_bytes(argv: list[str], timeout: float = 120) -> tuple[int, bytes, bytes]:
-    """run_command for a file's bytes (a notebook, a log) on standard output."""
+def read_output(argv: list[str], timeout: float = 120) -> bytes:
+    """What argv prints (a run's file: a notebook, a log), as bytes; OSError with the end of its message when it
+    fails or takes longer than `timeout`."""
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 255, b"", str(exc).encode()
-    return done.returncode, done.stdout, done.stderr
+    except subprocess.TimeoutExpired:
+        raise OSError(f"{argv[-1][:80]} took longer than {timeout:g} s") from None
+    if done.returncode != 0:
+        raise OSError(done.stderr.decode(errors="replace").strip()[-200:])
+    return done.stdout
 
 
 class SlurmError(RuntimeError):
@@ -61,7 +65,7 @@ class SlurmCommands:
     sbatch: list[str] = field(default_factory=lambda: ["sudo", "-n", "-u", "{owner}", "sbatch", "--parsable"])
     scancel: list[str] = field(default_factory=lambda: ["sudo", "-n", "-u", "{owner}", "scancel", "{job}"])
     squeue: list[str] = field(
-        default_factory=lambda: ["squeue", "-h", "-r", f"--name={JOB_NAME}", "-o", states.SQUEUE_FORMAT]
+        default_factory=lambda: ["squeue", "-h", "-r", f"--name={RUNS_JOB_NAME}", "-o", states.SQUEUE_FORMAT]
     )
     sacct: list[str] = field(
         default_factory=lambda: [
@@ -93,8 +97,9 @@ class SlurmCommands:
             raise SlurmError("remote HPC mode is not configured for notebook runs; ask the administrators")
         return self.remote
 
-    def _row(self, parts: list[str]) -> tuple[str, str, str] | None:
-        return tuple(parts) if len(parts) == 3 else None
+    def _rows(self, out: str) -> list[tuple[str, str, str]]:
+        """squeue's (task id, state, reason) lines (states.SQUEUE_FORMAT)."""
+        return [tuple(parts) for parts in (line.strip().split("|") for line in out.splitlines()) if len(parts) == 3]
 
     def submit(self, owner: str, job: RunJob) -> str:
         rc, out, err = self.runner(self._argv(self.sbatch, owner=owner), batch_script(job))
@@ -115,10 +120,8 @@ class SlurmCommands:
         if rc != 0:
             return None
         jobs: dict[str, list] = defaultdict(list)
-        for line in out.splitlines():
-            row = self._row(line.strip().split("|"))
-            if row:
-                jobs[states.base_job_id(row[0])].append(row)
+        for row in self._rows(out):
+            jobs[states.base_job_id(row[0])].append(row)
         return dict(jobs)
 
     def accounting(self, owner: str, job_ids: list[str]) -> dict[str, list[dict]] | None:
@@ -132,9 +135,6 @@ class SlurmCommands:
         return dict(rows)
 
 
-_GATE_FIELDS = {name: index for index, name in enumerate(SQUEUE_FIELDS)}
-
-
 @dataclass
 class RemoteCommands(SlurmCommands):
     """The same commands through hpc-gate: `ssh` (the service's key, the login node's host key checked) and one
@@ -142,33 +142,31 @@ class RemoteCommands(SlurmCommands):
 
     ssh: list[str] = field(default_factory=list)
     sbatch: list[str] = field(
-        default_factory=lambda: ["as", "{owner}", "sbatch", "--parsable", f"--job-name={JOB_NAME}"]
+        default_factory=lambda: ["as", "{owner}", "sbatch", "--parsable", f"--job-name={RUNS_JOB_NAME}"]
     )
     scancel: list[str] = field(default_factory=lambda: ["as", "{owner}", "scancel", "{job}"])
     # the gate prints its own format (protocol.SQUEUE_FORMAT) and no array tasks one by one
-    squeue: list[str] = field(default_factory=lambda: ["squeue", "-h", f"--name={JOB_NAME}", "-o", GATE_SQUEUE_FORMAT])
+    squeue: list[str] = field(
+        default_factory=lambda: ["squeue", "-h", f"--name={RUNS_JOB_NAME}", "-o", GATE_SQUEUE_FORMAT]
+    )
     sacct: list[str] = field(default_factory=lambda: ["as", "{owner}", "sacct", "{jobs}"])
     runfile: list[str] = field(default_factory=lambda: ["as", "{owner}", "runfile", "{run}", "{name}"])
-    byte_runner: Callable[[list[str]], tuple[int, bytes, bytes]] = run_bytes
+    reader: Callable[[list[str]], bytes] = read_output
 
     def _argv(self, template: list[str], **values: str) -> list[str]:
-        # ssh joins its arguments into one command line: each word quoted (the values are checked names and ids)
-        return [*self.ssh, shlex.join(word.format(**values) for word in template)]
+        # the values are checked names and ids; remote() quotes each word for the gate's split
+        return remote(self.ssh, *(word.format(**values) for word in template))
 
-    def _row(self, parts: list[str]) -> tuple[str, str, str] | None:
-        if len(parts) < _GATE_FIELDS["reason"] + 1:  # a gate configured before may print fewer fields
-            return None
-        return tuple(parts[_GATE_FIELDS[name]] for name in ("job_id", "state", "reason"))
+    def _rows(self, out: str) -> list[tuple[str, str, str]]:
+        # the hub's own reading of the gate's squeue (also an older gate's fields)
+        return [(info.job_id, info.state, info.reason) for info in parse_squeue(out).values()]
 
     def queue(self) -> dict[str, list[tuple[str, str, str]]] | None:
         return super().queue() if self.ssh else None
 
     def read(self, account: str, run_id: str, name: str) -> bytes:
         """A file of a run, read as its owner's HPC account on the login node."""
-        rc, out, err = self.byte_runner(self._argv(self.runfile, owner=account, run=run_id, name=name))
-        if rc != 0:
-            raise OSError(err.decode(errors="replace").strip()[-200:])
-        return out
+        return self.reader(self._argv(self.runfile, owner=account, run=run_id, name=name))
 
 
 # how long a job may be unknown to both squeue and sacct before its run is failed as vanished
@@ -183,8 +181,8 @@ def reconcile(store: Store, slurm: SlurmCommands, now: float | None = None) -> d
     for run in store.active():
         if run.job_id:
             sides[bool(run.account)].append(run)
-    for remote, active in sides.items():
-        commands = slurm.remote if remote else slurm
+    for is_remote, active in sides.items():
+        commands = slurm.remote if is_remote else slurm
         if commands is not None:
             _reconcile(store, commands, active, now, changed)
     return dict(changed)
