@@ -53,6 +53,17 @@ RUN_FILE = r"^(input\.ipynb|output(-\d{1,4})?\.ipynb|job-\d{1,4}\.log)$"
 SACCT_FIELDS = "JobID,State,ExitCode,Elapsed,Timelimit,TotalCPU,AllocCPUS,ReqMem,MaxRSS,AllocTRES,Reason"
 
 
+def parse_sacct(text: str) -> list[dict]:
+    """sacct -n -P -o SACCT_FIELDS rows as dicts (the job's, its array tasks' and their steps')."""
+    names = SACCT_FIELDS.split(",")
+    return [dict(zip(names, line.split("|"), strict=False)) for line in text.splitlines() if line.strip()]
+
+
+# The server's batch script ends with this status when the user's home has no room left (quota or disk): its
+# own output, in that home, may be empty, and the hub reads the status from accounting (ENOSPC's number).
+EXIT_HOME_FULL = 28
+
+
 def gate_ssh(key: str, known_hosts: str, destination: str) -> list[str]:
     """How the hub's users (the hub's spawner, the runs service) log in to hpc-gate on the login node: their own
     key only, never a password or an agent, the login node's host key checked against the file the hpc_account

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 
 import pytest
+import requests
 from conftest import PREFIX, recap_changed, reconfigure_hub, run_playbook, squeue_jobs, start_node_again, wait_for
 
 NODES = {"node1", "node2"}
@@ -76,7 +78,7 @@ def test_bob_cannot_reach_alice_server(alice, bob):
     assert r.status_code in (403, 404)  # JupyterHub does not even confirm that alice exists
 
 
-def test_server_survives_a_hub_restart(alice, hub, login):
+def test_server_survives_a_hub_restart_and_a_proxy_kill(alice, hub, login):
     alice.start(options={"profile": "small"})
     job = squeue_jobs(login, "alice")
     notebook = {"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}}
@@ -89,6 +91,28 @@ def test_server_survives_a_hub_restart(alice, hub, login):
     saved = alice.user_get("/api/contents/kept.ipynb")
     assert saved.status_code == 200 and saved.json()["content"]["nbformat"] == 4
     assert "node" in alice.run_code("import socket; print(socket.gethostname())")
+
+    # the proxy killed outright: systemd starts it again with an empty table, the hub's route check (every 3 s)
+    # puts alice's route back within 10 s (JupyterHub alone: at its next last-activity update, up to 60 s)
+    proxy = "systemctl show -p MainPID --value jupyterhub-proxy"
+    pid = hub.check_output(proxy).strip()
+    hub.check_output(f"kill -9 {pid}")
+    killed = time.monotonic()
+    wait_for(lambda: alice_status(alice) == 200, timeout=10, interval=0.2, what="alice's route back after kill -9")
+    back = time.monotonic() - killed
+    assert hub.check_output(proxy).strip() not in ("0", pid)
+    log = hub.check_output("journalctl -u jupyterhub --since '-60 s' --no-pager -o cat")
+    # alice's route and the runs service's, both gone with the proxy's table, both put back by the hub's check
+    assert re.search(r"The proxy lacks \d+ route\(s\) .*/user/alice/", log), log[-2000:]
+    print(f"alice's server reachable again {back:.1f} s after the proxy's kill -9")
+
+
+def alice_status(alice) -> int:
+    """HTTP status of alice's server through the proxy (0 while the proxy refuses connections)."""
+    try:
+        return alice.user_get("/api/status", allow_redirects=False, timeout=5).status_code
+    except requests.ConnectionError:
+        return 0
 
 
 def test_pending_spawn_shows_queue_state_and_can_be_cancelled(alice, login):

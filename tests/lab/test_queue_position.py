@@ -1,10 +1,12 @@
 """While a server waits in a full partition, the hub's progress events say where it stands: its place among the
 partition's pending jobs, why it waits in words, and when Slurm expects it to start, all from the hub's one
-batched squeue. Real Slurm (backfill, multifactor priority), real hub; the partition filled by bob's real jobs."""
+batched squeue; before Start, the form's cards say the expected wait (sbatch --test-only).
+Real Slurm (backfill, multifactor priority), real hub; the partition filled by bob's real jobs."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from conftest import wait_for
@@ -31,6 +33,13 @@ def queue_events(client, timeout: float = 90) -> list[dict]:
     return events
 
 
+def form_cards(client) -> dict[str, str]:
+    """The spawn page's profile cards as the user sees them: {slug: the card's text}."""
+    page = client.session.get(f"{client.url}/hub/spawn", timeout=30)
+    page.raise_for_status()
+    return dict(re.findall(r'<input[^>]*name="profile"[^>]*value="([^"]+)"[^>]*>(.*?)</div>', page.text))
+
+
 def bob_job(login, shape: str, seconds: int) -> str:
     """A job of bob's on partition batch, five minutes at most."""
     options = f"--parsable --chdir=/tmp --output=/dev/null -p batch {shape} --mem=512M --time=5"
@@ -47,6 +56,17 @@ def test_a_server_in_a_full_partition_shows_its_place_the_reason_and_the_expecte
         wait_for(
             lambda: login.check_output(f"squeue -h -j {fill} -o %T") == "RUNNING", timeout=60, what="bob's jobs running"
         )
+        # before Start, the form says it: Slurm's own estimate (sbatch --test-only) on the profiles of those nodes,
+        # none on the remote and Docker ones
+        cards = wait_for(
+            lambda: (c := form_cards(alice)) and "expected wait about" in c["large"] and c,
+            timeout=30,
+            what="the form's expected wait on the full nodes",
+        )
+        estimate = r"\(expected wait about ([1-9]|1[0-5]) min, from \d\d:\d\d \(Slurm&#39;s estimate\)\)"
+        assert re.search(estimate, cards["large"]), cards
+        assert "expected wait about" in cards["small"], cards  # partition jupyter: the same two nodes
+        assert "clusterhub-start" not in cards["hpc"] and "clusterhub-start" not in cards["workstation"], cards
         r = alice.post(f"/users/{alice.user}/server", json=CUSTOM)
         assert r.status_code in (201, 202), r.text
         events = queue_events(alice)

@@ -11,6 +11,7 @@ import pytest
 from conftest import PREFIX, wait_for
 from hubclient import parameterised_notebook
 
+from clusterhub.protocol import SACCT_FIELDS, parse_sacct
 from clusterhub.runs import job as runjob
 from clusterhub.runs import states
 
@@ -48,7 +49,7 @@ def state(login, jobid: str) -> states.RunState | None:
 
 
 def sacct(login, jobid: str) -> list[dict]:
-    return states.parse_sacct(login.check_output(f"sacct -n -P -j {jobid} -o {states.SACCT_FIELDS} || true"))
+    return parse_sacct(login.check_output(f"sacct -n -P -j {jobid} -o {SACCT_FIELDS} || true"))
 
 
 def finished(login, jobid: str, timeout: float = 180) -> states.RunState:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 # one program for the three commands: argv[0]'s name says which
 PROGRAM = r"""
-import fcntl, json, os, sys
+import fcntl, json, os, sys, time
 from pathlib import Path
 
 state_file = Path(sys.argv[0]).parent.parent / "slurm.json"
@@ -43,7 +43,18 @@ if state["down"]:
     save()
     sys.stderr.write(command + ": error: Unable to contact slurm controller (connect failure)\n")
     sys.exit(1)
-if command == "sbatch":
+if command == "sbatch" and "--test-only" in args:
+    # sbatch's answer on its standard error; the start (or error) a test set for the partition, else now
+    partition = option("-p", "--partition", "batch")
+    answer = state.get("test_only", {}).get(partition) or time.strftime("%Y-%m-%dT%H:%M:%S")
+    save()
+    if answer.startswith("error: "):
+        sys.stderr.write("sbatch: " + answer + "\n")
+        sys.exit(1)
+    cpus = option("-c", "--cpus-per-task", "1")
+    sys.stderr.write(f"sbatch: Job {state['next_id']} to start at {answer} using {cpus} processors on nodes node1"
+                     f" in partition {partition}\n")
+elif command == "sbatch":
     job = str(state["next_id"])
     state["next_id"] += 1
     user = os.environ.get("FAKE_SLURM_USER", "alice")
@@ -87,7 +98,8 @@ elif command == "sacct":
         info = state["jobs"].get(job)
         if info is None or (user and info["user"] != user):
             continue
-        values = {"JobID": job, "State": info["state"], "ExitCode": "0:0" if info["state"] == "COMPLETED" else "1:0"}
+        exit_code = info.get("exit_code", "0:0" if info["state"] == "COMPLETED" else "1:0")
+        values = {"JobID": job, "State": info["state"], "ExitCode": exit_code}
         print("|".join(values.get(name, "") for name in option("-o", "--format").split(",")))
 """
 
@@ -129,6 +141,11 @@ class FakeSlurm:
 
     def end(self, job: str, state: str = "COMPLETED") -> None:
         self.update(job, state=state)
+
+    def answer_test_only(self, partition: str, answer: str) -> None:
+        """What sbatch --test-only says for the partition: a start ("2026-12-07T18:00:00") or "error: ..."."""
+        with self._state() as state:
+            state.setdefault("test_only", {})[partition] = answer
 
     def set_down(self, down: bool = True) -> None:
         with self._state() as state:

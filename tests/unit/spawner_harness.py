@@ -14,6 +14,7 @@ from jupyterhub.user import User
 from traitlets.config import Config
 
 from clusterhub.hub.spawner import ClusterSlurmSpawner
+from clusterhub.protocol import SACCT_FIELDS
 
 PARTITIONS = [{"name": "batch", "max_cpus": 4, "max_memory_gb": 8, "max_hours": 8, "max_gpus": 0}]
 PROFILES = [{"slug": "small", "display_name": "Small", "partition": "batch", "cpus": 1, "memory_gb": 1, "hours": 1}]
@@ -59,6 +60,7 @@ def new_spawner(db, slurm: FakeSlurm, tmp_path, spawner_class=ClusterSlurmSpawne
         "batch_cancel_cmd": f"{slurm.bin}/scancel {{job_id}}",
         "squeue_command": [str(slurm.bin / "squeue")],
         "job_log_command": ["cat", "--", "{log}"],
+        "job_accounting_command": [str(slurm.bin / "sacct"), "-n", "-P", "-j", "{job_id}", "-o", SACCT_FIELDS],
         "profiles": PROFILES,
         "partitions": PARTITIONS,
         "images": [],
@@ -95,6 +97,11 @@ async def polls_until_lost(spawner, node: NodeServer):
 
 def run(coro, timeout: float = 20):
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def form_of(spawner) -> str:
+    """The spawn form as the hub gets it (JupyterHub's get_options_form awaits the spawner's async form)."""
+    return run(spawner.get_options_form())
 
 
 async def until(predicate, timeout: float = 10.0, task: asyncio.Task | None = None):

@@ -4,7 +4,7 @@ import pytest
 
 from clusterhub.hub import form
 from clusterhub.hub.form import render_form
-from clusterhub.hub.request import OptionsError, validate_options
+from clusterhub.hub.request import OptionsError, idle_args, validate_options
 from clusterhub.hub.rules import config_errors
 
 PARTS = [
@@ -98,6 +98,13 @@ def test_a_good_site_configuration_has_no_errors():
         ),
         ([{"slug": "custom", "partition": "jupyter"}], PARTS, "slug must be lower-case"),
         ([{"slug": "x", "partition": "jupyter", "image": "nope"}], PARTS, "image 'nope' is not in jupyterhub_images"),
+        ([{"slug": "x", "partition": "jupyter", "idle_minutes": 0}], PARTS, "idle_minutes must be a positive number"),
+        ([{"slug": "x", "partition": "jupyter", "idle_minutes": "5"}], PARTS, "idle_minutes must be a positive number"),
+        (
+            [{"slug": "x", "partition": "jupyter", "hours": 1, "idle_minutes": 90}],
+            PARTS,
+            "idle_minutes (90) must be less than the profile's 1 h",
+        ),
         ([], [], "jupyterhub_partitions is empty"),
         ([], [{"name": "p", "max_cpus": 0, "max_memory_gb": 1, "max_hours": 1}], "max_cpus must be a positive number"),
     ],
@@ -106,6 +113,20 @@ def test_site_configuration_errors_name_the_variable(profiles, partitions, messa
     assert any(message in e for e in config_errors(profiles, partitions, IMAGES)), config_errors(
         profiles, partitions, IMAGES
     )
+
+
+def test_a_profiles_idle_limit_becomes_the_servers_own_culling_and_the_card_says_it():
+    assert idle_args(30) == [
+        "--MappingKernelManager.cull_idle_timeout=1800",
+        "--MappingKernelManager.cull_interval=60",
+        "--TerminalManager.cull_inactive_timeout=1800",
+        "--TerminalManager.cull_interval=60",
+        "--ServerApp.shutdown_no_activity_timeout=1800",
+    ]
+    assert idle_args(0.5)[-1] == "--ServerApp.shutdown_no_activity_timeout=30"
+    assert config_errors([{**PROFILES[0], "idle_minutes": 30}], PARTS, IMAGES) == []
+    html = render_form([{**PROFILES[0], "idle_minutes": 30}, {**PROFILES[0], "slug": "b", "idle_minutes": 0.5}], PARTS)
+    assert "stops when idle 30 min" in html and "stops when idle 30 s" in html
 
 
 def test_form_escapes_and_offers_gpus_only_where_a_partition_has_them():

@@ -46,6 +46,8 @@ def test_every_copy_of_a_value_is_the_protocols():
     script = (ROOT / "roles/jupyterhub/files/batch_script.sh").read_text()
     assert f"--output={{{{homedir}}}}/{protocol.DIRECT_JOB_LOG.format(job='%j')}" in script
     assert f"--output={protocol.REMOTE_JOB_LOG_DIR}/%x-%j.log" in script
+    # a home without room ends the job with the status the hub reads from accounting
+    assert f"exit {protocol.EXIT_HOME_FULL}\n" in script
 
 
 def test_the_roles_read_the_protocol_through_their_filter():

@@ -22,6 +22,7 @@ from spawner_harness import NodeServer, new_spawner, run, until
 from clusterhub import tunnel_keys
 from clusterhub.hub import remote
 from clusterhub.hub.remote import ClusterRemoteSpawner
+from clusterhub.protocol import EXIT_HOME_FULL
 
 pytestmark = pytest.mark.usefixtures("alice_is_the_test_runner")
 
@@ -133,30 +134,48 @@ def test_a_remote_server_is_submitted_polled_and_stopped_through_the_gate(db, lo
     assert ["scancel", "--user=jupyterhpc", job] in slurm.calls
 
 
-def test_a_job_ending_early_says_why_from_the_log_the_gate_reads(db, login, tmp_path):
+def remote_start_failure(db, login, tmp_path, end) -> str:
+    """What the remote start says when `end(spawner, slurm, home)` ends its job before the server answers."""
     slurm, _, home = login
     spawner = remote_spawner(db, login, tmp_path)
 
     async def scenario():
         task = asyncio.ensure_future(spawner.start())
         await until(lambda: spawner.job_id, task=task)
-        logs = home / ".clusterhub" / "logs"
-        (logs / f"jupyterhub-alice-{spawner.job_id}.log").write_text(
-            "clusterhub: the image /opt/images/python.sif is not on rnode1: ask the administrators to install it\n"
-        )
-        slurm.run(spawner.job_id, node="rnode1")
-        slurm.end(spawner.job_id, "FAILED")
+        end(spawner, slurm, home)
         return await task
 
     with pytest.raises(Exception) as raised:
         run(scenario())
-    message = raised.value.jupyterhub_message
+    return raised.value.jupyterhub_message
+
+
+def test_a_job_ending_early_says_why_from_the_log_the_gate_reads(db, login, tmp_path):
+    def image_missing(spawner, slurm, home):
+        (home / ".clusterhub" / "logs" / f"jupyterhub-alice-{spawner.job_id}.log").write_text(
+            "clusterhub: the image /opt/images/python.sif is not on rnode1: ask the administrators to install it\n"
+        )
+        slurm.run(spawner.job_id, node="rnode1")
+        slurm.end(spawner.job_id, "FAILED")
+
+    message = remote_start_failure(db, login, tmp_path, image_missing)
     # the job may end before or after the hub saw it running: the cause is the log's sentence either way
     assert re.match(
         r"Slurm job 100 ended before its server (started|answered): the image /opt/images/python\.sif "
         r"is not on rnode1: ask the administrators to install it$",
         message,
     ), message
+
+
+def test_a_full_home_that_took_the_log_with_it_is_named_from_the_gates_accounting(db, login, tmp_path):
+    def home_full(spawner, slurm, _home):
+        # no log at all (the home had no room for it); the batch script's status says why
+        slurm.update(spawner.job_id, state="FAILED", exit_code=f"{EXIT_HOME_FULL}:0")
+
+    message = remote_start_failure(db, login, tmp_path, home_full)
+    assert "ended before its server started: your home directory is full (no space or quota left); delete" in message
+    slurm, _, _ = login
+    assert any(call[0] == "sacct" for call in slurm.calls), slurm.calls
 
 
 def test_a_submission_the_login_node_refuses_fails_the_start_with_a_sentence(db, login, tmp_path):

@@ -16,6 +16,7 @@ from test_hub_options import PARTS
 from test_hub_options import PROFILES as HUB_PROFILES
 
 from clusterhub.hub.request import OptionsError
+from clusterhub.protocol import parse_sacct
 from clusterhub.runs import cli, params, states
 from clusterhub.runs import job as runjob
 
@@ -296,7 +297,7 @@ def test_queue_states():
 
 
 def sacct(*rows: str) -> list[dict]:
-    return states.parse_sacct("\n".join(rows))
+    return parse_sacct("\n".join(rows))
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import datetime, timedelta
 
 import pytest
 from fake_slurm import FakeSlurm
-from spawner_harness import SMALL, NodeServer, new_spawner, polls_until_lost, record, run, until
+from spawner_harness import SMALL, NodeServer, form_of, new_spawner, polls_until_lost, record, run, until
+
+from clusterhub.protocol import SACCT_FIELDS
 
 pytestmark = pytest.mark.usefixtures("alice_is_the_test_runner")
 
@@ -61,27 +65,44 @@ def test_a_job_over_the_queue_timeout_is_cancelled_with_a_sentence(db, slurm, tm
     assert spawner.job_id == ""
 
 
-def test_a_job_that_ends_before_its_server_answers_fails_the_start_with_its_reason(db, slurm, tmp_path):
+@pytest.mark.parametrize(
+    "case",
+    [
+        (
+            "slurmstepd: error: Detected 1 oom_kill event in StepId=100.batch. Some of the step tasks have been OOM "
+            "Killed.\n",
+            "OUT_OF_MEMORY",
+            ": it ran out of memory (Detected 1 oom_kill event",
+        ),
+        # the node died after the banner: the output explains nothing, accounting does
+        (
+            "clusterhub: job 100 on node1 for alice, 1 CPUs\n",
+            "NODE_FAIL",
+            ": its compute node failed; start it again: Slurm runs it on a working node",
+        ),
+    ],
+    ids=["memory-from-the-output", "node-from-accounting"],
+)
+def test_a_job_that_ends_before_its_server_answers_fails_the_start_with_its_reason(db, slurm, tmp_path, case):
+    output, final, said = case
     spawner = new_spawner(db, slurm, tmp_path)
     spawner.apply_user_options(spawner, SMALL)
-    (tmp_path / ".jupyterhub_slurmspawner_100.log").write_text(
-        "slurmstepd: error: Detected 1 oom_kill event in StepId=100.batch. Some of the step tasks have been OOM "
-        "Killed.\n"
-    )
+    (tmp_path / ".jupyterhub_slurmspawner_100.log").write_text(output)
 
     async def scenario():
         task = asyncio.ensure_future(spawner.start())
         await until(lambda: spawner.job_id, task=task)
         slurm.run("100")
         await until(lambda: spawner.ip == "127.0.0.1", task=task)
-        slurm.end("100", "OUT_OF_MEMORY")
+        slurm.end("100", final)
         return await task
 
     with pytest.raises(Exception) as raised:
         run(scenario())
     message = raised.value.jupyterhub_message
     assert message.startswith("Slurm job 100 ended before its server answered: "), message
-    assert "memory" in message.lower(), message
+    assert said in message, message
+    assert ["sacct", "-n", "-P", "-j", "100", "-o", SACCT_FIELDS] in slurm.calls
     assert slurm.cancelled == []
 
 
@@ -188,18 +209,18 @@ def test_the_slurm_spawner_and_the_dispatcher_show_one_form_with_the_switchs_not
     (tmp_path / "maintenance").write_text("Back at <18:00>.\n")
     plain = new_spawner(db, slurm, tmp_path)
     dispatcher = new_spawner(db, slurm, tmp_path, spawner_class=dispatcher_class())
-    form = plain.options_form(plain)
+    form = form_of(plain)
     assert form.startswith('<div class="alert alert-warning" role="alert">Back at &lt;18:00&gt;.</div>')
     assert 'value="small" checked' in form and 'name="partition"' in form
     # the same settings give the same form: without Docker settings the dispatcher offers nothing more
-    assert dispatcher.options_form(dispatcher) == form
+    assert form_of(dispatcher) == form
     (tmp_path / "maintenance").unlink()
-    assert "alert" not in plain.options_form(plain) and "alert" not in dispatcher.options_form(dispatcher)
+    assert "alert" not in form_of(plain) and "alert" not in form_of(dispatcher)
     # the dispatcher's Docker settings add the Docker host's choices; the Slurm spawner has none
     dispatcher.profiles = [*dispatcher.profiles, {"slug": "box", "kind": "docker", "cpus": 2, "memory_gb": 4}]
     dispatcher.docker_images = [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]
     dispatcher.host_gpus = 2
-    docker_form = dispatcher.options_form(dispatcher)
+    docker_form = form_of(dispatcher)
     assert 'name="docker_image"' in docker_form and 'name="docker_gpus"' in docker_form
     # both read the form's fields back as single values, checked by apply_user_options
     fields = {"profile": ["small"], "image": [""]}
@@ -243,17 +264,51 @@ def test_a_sites_form_template_replaces_the_form_and_a_broken_one_falls_back(db,
     )
     (tmp_path / "maintenance").write_text("Back at <18:00>.\n")
     spawner = new_spawner(db, slurm, tmp_path, options_form_template=str(site))
-    form = spawner.options_form(spawner)
+    form = form_of(spawner)
     # the site's markup, with the same values as the packaged form, escaped the same way
     assert form.startswith('<p class="site">Back at &lt;18:00&gt;.</p>') and 'value="small"' in form
     assert "Small: 1 CPU, 1 GB, 1 h on batch" in form and 'name="partition"' not in form
     # a template that cannot render (here: a name the form does not give) is logged; users get the packaged form
     site.write_text("{{ banner_of_the_week }}")
     with caplog.at_level("ERROR"):
-        form = spawner.options_form(spawner)
+        form = form_of(spawner)
     assert 'name="partition"' in form and 'value="small" checked' in form
     assert "spawn form template failed to render" in caplog.text
     # so does one that is gone
     site.unlink()
-    assert 'name="partition"' in spawner.options_form(spawner)
+    assert 'name="partition"' in form_of(spawner)
     assert "spawn-form.html.j2" in caplog.text
+
+
+def test_the_form_says_when_slurm_would_start_each_profile_without_submitting_anything(db, slurm, tmp_path):
+    plain = new_spawner(db, slurm, tmp_path)
+    dispatcher = new_spawner(db, slurm, tmp_path, spawner_class=dispatcher_class())
+    assert '<small class="clusterhub-start">(starts now)</small>' in form_of(plain)
+    asks = [c for c in slurm.calls if c[0] == "sbatch"]
+    assert len(asks) == 1 and "--test-only" in asks[0] and "--partition=batch" in asks[0]
+    assert "--cpus-per-task=1" in asks[0] and "--mem=1G" in asks[0] and "--time=01:00:00" in asks[0]
+    assert slurm.jobs == {}  # a question, not a job
+    # the answer is kept for one poll interval, for every user and both spawners
+    assert "(starts now)" in form_of(dispatcher)
+    assert len([c for c in slurm.calls if c[0] == "sbatch"]) == 1
+    later = (datetime.now() + timedelta(hours=2, minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    slurm.answer_test_only("batch", later)
+    time.sleep(1.1)  # the harness's poll interval: 1 s
+    assert f"expected wait about 2 h, from {later[11:16]} (Slurm&#39;s estimate)" in form_of(plain)
+    slurm.answer_test_only("batch", "error: Batch job submission failed: Requested node configuration is not available")
+    time.sleep(1.1)
+    assert "(cannot start now: Requested node configuration is not available)" in form_of(plain)
+    # Slurm down: the cards say nothing rather than guess
+    slurm.set_down()
+    time.sleep(1.1)
+    form = form_of(plain)
+    assert 'value="small" checked' in form and "clusterhub-start" not in form
+
+
+def test_a_profiles_idle_limit_reaches_the_servers_command_line_and_no_other_profiles(db, slurm, tmp_path):
+    brief = {"slug": "brief", "partition": "batch", "cpus": 1, "memory_gb": 1, "hours": 1, "idle_minutes": 0.5}
+    spawner = new_spawner(db, slurm, tmp_path, profiles=[*new_spawner(db, slurm, tmp_path).profiles, brief])
+    spawner.apply_user_options(spawner, {"profile": "brief"})
+    assert "--ServerApp.shutdown_no_activity_timeout=30" in spawner.cmd_formatted_for_batch()
+    spawner.apply_user_options(spawner, SMALL)
+    assert "shutdown_no_activity" not in spawner.cmd_formatted_for_batch()

@@ -31,6 +31,16 @@ JUPYTER_RUNTIME_DIR=$(mktemp -d "/tmp/jupyter-runtime-$(id -u)-${SLURM_JOB_ID}-X
 export JUPYTER_RUNTIME_DIR
 trap 'rm -rf "$JUPYTER_RUNTIME_DIR"' EXIT
 echo "clusterhub: job ${SLURM_JOB_ID} on $(hostname) for $(id -un), ${SLURM_CPUS_PER_TASK:-1} CPUs"
+# A home without room (quota or disk) breaks Jupyter in ways that explain nothing, and may take this output
+# with it: 1 MiB must fit, or the job ends at once with the status the hub reads from accounting (ENOSPC's 28).
+if ! space_probe=$(mktemp "$HOME/.clusterhub-space-XXXXXXXX" 2>/dev/null) \
+  || ! head -c 1048576 /dev/zero 2>/dev/null > "$space_probe"; then
+  rm -f "${space_probe:-}"
+  echo "clusterhub: your home directory $HOME is full (no space or quota left);" \
+    "delete or move files there, then start again" >&2
+  exit 28
+fi
+rm -f "$space_probe"
 {{prologue}}
 {% if tunnel_port %}
 # Remote HPC mode: a job of the hub's HPC account, for hub user $JUPYTERHUB_USER. SSH passes no

@@ -40,6 +40,7 @@ async def _apply_user_options(spawner: ClusterSpawner, user_options: dict) -> No
 class ClusterSpawner(FormSpawner, DockerSettings, Spawner):
     kind = Unicode("", help="Kind of the current server's child spawner ('' when none)")
     child = Any(None, allow_none=True, help="The child spawner of the current server")
+    _slurm_settings = Any(None, allow_none=True)  # a ClusterSlurmSpawner of the hub's config, for the form
 
     def __init__(self, **kwargs):
         self._child_kwargs = dict(kwargs)
@@ -48,6 +49,14 @@ class ClusterSpawner(FormSpawner, DockerSettings, Spawner):
     @default("apply_user_options")
     def _default_apply_user_options(self):
         return _apply_user_options
+
+    async def start_estimates(self) -> dict[str, str]:
+        """The Slurm profiles' expected starts, asked with the Slurm spawner's settings (its sbatch, sudo, job name)."""
+        if not any(p.get("kind", "slurm") == "slurm" for p in self.profiles):
+            return {}
+        if self._slurm_settings is None:
+            self._slurm_settings = ClusterSlurmSpawner(config=self.config)
+        return await self._slurm_settings.start_estimates_for(self.user.name)
 
     def make_child(self, kind: str) -> Spawner:
         """A child spawner of this kind, sharing the hub's server record and tokens with this one."""

@@ -51,6 +51,10 @@ def _gpu_text(gpus) -> str:
     return f", {gpus} GPU" if gpus else ""
 
 
+def _idle_text(minutes: float) -> str:
+    return f"{minutes:g} min" if minutes >= 1 else f"{round(minutes * 60)} s"
+
+
 def summary(p: dict, docker: dict | None) -> str:
     """A profile's resources in a few words (the card's small print)."""
     if p.get("kind", "slurm") == "docker":
@@ -60,7 +64,8 @@ def summary(p: dict, docker: dict | None) -> str:
         shown = image.get("display_name", image.get("name", ""))
         return f"{p.get('cpus', 1)} CPU, {p.get('memory_gb', 1)} GB{_gpu_text(p.get('gpus', 0))}, Docker: {shown}"
     gpus = f", {p.get('gpus', 0)} GPU" if p.get("gpus") else ""
-    return f"{p.get('cpus', 1)} CPU, {p.get('memory_gb', 1)} GB, {p.get('hours', 1)} h{gpus} on {p['partition']}"
+    idle = f", stops when idle {_idle_text(p['idle_minutes'])}" if p.get("idle_minutes") else ""
+    return f"{p.get('cpus', 1)} CPU, {p.get('memory_gb', 1)} GB, {p.get('hours', 1)} h{gpus} on {p['partition']}{idle}"
 
 
 def form_context(
@@ -71,8 +76,10 @@ def form_context(
     notice="",
     *,
     docker: dict | None = None,
+    starts: dict[str, str] | None = None,
 ) -> dict:
-    """What a form template gets (the template's header comment lists it)."""
+    """What a form template gets (the template's header comment lists it); `starts`: {slug: Slurm's answer
+    to "when would it start" in words} (start_estimate.py)."""
     return {
         "notice": notice,
         "profiles": [
@@ -82,6 +89,7 @@ def form_context(
                 "display_name": p.get("display_name", p["slug"]),
                 "description": p.get("description", ""),
                 "summary": summary(p, docker),
+                "start": (starts or {}).get(p["slug"], ""),
             }
             for p in profiles
         ],
@@ -118,10 +126,11 @@ def render_form(
     *,
     docker: dict | None = None,
     template: str = "",
+    starts: dict[str, str] | None = None,
 ) -> str:
     """The spawn form: profile cards (Slurm and Docker), a custom Slurm section bounded by the partition limits.
     `template`: a site's own template text ("" for the packaged one)."""
-    context = form_context(profiles, partitions, images, allow_custom, notice, docker=docker)
+    context = form_context(profiles, partitions, images, allow_custom, notice, docker=docker, starts=starts)
     if template:
         try:
             return _compiled(template).render(context)

@@ -3,14 +3,18 @@
 The job's output (the batch script's --output file) says it: the wrapper's message (maintenance, an
 overlay that cannot be used), Slurm's line for a job over its memory limit or a cancelled one, the image
 runtime's FATAL line, the server's critical log line or the last line of its traceback. `cause` picks the
-one that explains the end and says what the user can do about it. No JupyterHub import: unit-tested on its own, with
-outputs captured from real jobs in the lab (tests/unit/fixtures/job_end).
+one that explains the end and says what the user can do about it. Where the output cannot say it (the node died
+under the job, a full home that took the output with it), Slurm's accounting does: `accounted` reads the job's
+final state and exit status (sacct). A server that crashed is shown with the last lines of its log. No JupyterHub
+import: unit-tested on its own, with outputs captured from real jobs in the lab (tests/unit/fixtures/job_end).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from ..protocol import EXIT_HOME_FULL
 
 WRAPPER_PREFIX = "clusterhub: "
 # the batch script's first line ("clusterhub: job 42 on node1 for alice, 1 CPUs") reports, it explains nothing
@@ -30,15 +34,50 @@ _CRITICAL = re.compile(r"^\[C [\d-]+ [\d:.]+ \w+\] (?!received signal)(.+)$")
 # the exception line that ends a Python traceback: "ModuleNotFoundError: No module named 'x'"
 _EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)(?::\s.*)?$")
 MAX_CHARS = 300
+# a crashed server's message ends with this many of its log's last lines, each this long at most
+TAIL_LINES = 3
+TAIL_CHARS = 160
 
 
 @dataclass(frozen=True)
 class Cause:
     what: str  # what happened, in the job's words
     advice: str  # what the user can do ("" where `what` says it already)
+    tail: tuple[str, ...] = ()  # the log's last lines, for a server that crashed
+    vague: bool = False  # the output does not explain the end: accounting may
 
     def sentence(self) -> str:
-        return f"{self.what}; {self.advice}" if self.advice else self.what
+        said = f"{self.what}; {self.advice}" if self.advice else self.what
+        return f"{said}; its log ends: {' | '.join(self.tail)}" if self.tail else said
+
+
+HOME_FULL = Cause(
+    "your home directory is full (no space or quota left)",
+    "delete or move files there (du -sh ~/* ~/.[!.]* | sort -h lists the largest), then start again",
+)
+# Slurm's final states that explain an end the job's output cannot
+_STATES = {
+    "NODE_FAIL": Cause("its compute node failed", "start it again: Slurm runs it on a working node"),
+    "BOOT_FAIL": Cause("its compute node failed to boot", "start it again: Slurm runs it on a working node"),
+    "PREEMPTED": Cause(
+        "a job of higher priority preempted it", "start it again, or choose a partition without preemption"
+    ),
+    "TIMEOUT": Cause("it reached its time limit", "choose more hours and start again"),
+    "OUT_OF_MEMORY": Cause("it ran out of memory", "choose more memory and start again"),
+}
+
+
+def accounted(rows: list[dict], job: str) -> Cause | None:
+    """The cause in Slurm's accounting of the job (sacct rows, protocol.parse_sacct), where it has one."""
+    row = next((r for r in rows if r.get("JobID") == job), None)
+    if row is None:
+        return None
+    state = (row.get("State") or "").split(" ")[0]
+    if state in _STATES:
+        return _STATES[state]
+    if (row.get("ExitCode") or "").split(":")[0] == str(EXIT_HOME_FULL):
+        return HOME_FULL
+    return None
 
 
 def _short(text: str) -> str:
@@ -57,8 +96,24 @@ def _last_exception(lines: list[str]) -> str:
     return ""
 
 
-def cause(output: str, log: str = "") -> Cause:
-    """The cause of a job's end read from its output; `log` names the output file for the advice."""
+def cause(output: str, log: str = "", accounting: Cause | None = None) -> Cause:
+    """The cause of a job's end: from its output, or from `accounting` (accounted()) where that explains more (a
+    failed node, a preemption) or the output explains nothing; `log` names the output file for the advice."""
+    found = _from_output(output, log)
+    if accounting is not None and (found.vague or accounting.what in _OUTPUT_CANNOT_SAY):
+        return accounting
+    return found
+
+
+_OUTPUT_CANNOT_SAY = {_STATES[s].what for s in ("NODE_FAIL", "BOOT_FAIL", "PREEMPTED")}
+
+
+def _tail(lines: list[str]) -> tuple[str, ...]:
+    real = [line.strip() for line in lines if not _BANNER.match(line)]
+    return tuple(line if len(line) <= TAIL_CHARS else line[: TAIL_CHARS - 1] + "…" for line in real[-TAIL_LINES:])
+
+
+def _from_output(output: str, log: str) -> Cause:
     lines = [line.rstrip() for line in output.splitlines() if line.strip()]
     see = f"see {log}" if log else "see the job's output"
     memory = [line for line in lines if _MEMORY.search(line)]
@@ -91,16 +146,20 @@ def cause(output: str, log: str = "") -> Cause:
         return Cause(
             f"the server failed ({_short(critical[-1])})",
             f"check the Jupyter settings of your image or overlay (/etc/jupyter), or {see}",
+            _tail(lines),
         )
     exception = _last_exception(lines)
     if exception:
         return Cause(
             f"the server failed ({_short(exception)})",
             f"check the Jupyter settings of your image or overlay (/etc/jupyter), or {see}",
+            _tail(lines),
         )
     real = [line for line in lines if not _BANNER.match(line)]
     if real:
-        return Cause(f"its last words were: {_short(real[-1])}", see)
+        return Cause(f"its last words were: {_short(real[-1])}", see, _tail(lines[:-1]), vague=True)
     if lines:
-        return Cause("it ended right after its script started, without a word", f"start it again or {see}")
-    return Cause("it wrote nothing (it was cancelled or failed before its script ran)", f"start it again or {see}")
+        return Cause("it ended right after its script started, without a word", f"start it again or {see}", vague=True)
+    return Cause(
+        "it wrote nothing (it was cancelled or failed before its script ran)", f"start it again or {see}", vague=True
+    )

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from . import in_hub
 from .remote_job import cancel_argv, job_name
 from .slurm_queue import JobInfo, SlurmQueue, run_exec
 
@@ -228,8 +229,6 @@ class Reaper:
 
 # --- in the hub's process ------------------------------------------------------------------------------
 
-_TASKS: dict[int, asyncio.Task] = {}
-
 
 def hub_reaper(app, grace: float) -> tuple[Reaper, float]:
     """The reaper of this hub's configuration, and its interval (the spawners' poll interval): direct mode
@@ -259,28 +258,15 @@ def hub_reaper(app, grace: float) -> tuple[Reaper, float]:
 
 async def _watch(app, grace: float) -> None:
     """Sweep every poll interval for the life of the hub, once its users and database are up."""
-    while "users" not in app.tornado_settings or getattr(app, "db", None) is None:
-        await asyncio.sleep(1)
+    await in_hub.hub_up(app)
     reaper, interval = hub_reaper(app, grace)
     modes = ", ".join(f"{b.kind} mode (job name {b.name})" for b in reaper.backends)
     app.log.info("Orphaned-job check every %s s (grace %s s): %s", interval, reaper.grace, modes or "no Slurm")
-    while reaper.backends:
-        await asyncio.sleep(interval)
-        try:
-            await reaper.sweep()
-        except Exception:  # one bad sweep never ends the check
-            app.log.exception("Orphaned-job check failed; trying again in %s s", interval)
+    if reaper.backends:
+        await in_hub.every(interval, reaper.sweep, "Orphaned-job check", app.log)
 
 
 def start_with_hub(grace: float) -> None:
     """Start the check in the JupyterHub process that is loading its configuration (jupyterhub_config.py
     calls this); does nothing elsewhere (no running hub: jupyterhub upgrade-db, --generate-config)."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    from jupyterhub.app import JupyterHub  # noqa: PLC0415
-
-    if not JupyterHub.initialized() or id(loop) in _TASKS:
-        return
-    _TASKS[id(loop)] = loop.create_task(_watch(JupyterHub.instance(), grace))
+    in_hub.start("orphaned jobs", lambda app: _watch(app, grace))

@@ -22,8 +22,8 @@ from tornado import web
 from traitlets import Dict, Integer, List, Unicode, default
 
 from .. import tunnel_keys
-from ..protocol import REMOTE_JOB_LOG_DIR
-from .job_end import cause
+from ..protocol import REMOTE_JOB_LOG_DIR, parse_sacct
+from .job_end import accounted, cause
 from .remote_job import (
     cancel_argv,
     env_exports,
@@ -33,6 +33,7 @@ from .remote_job import (
     joblog_argv,
     parse_job_id,
     pick_port,
+    sacct_argv,
     squeue_argv,
     submit_argv,
 )
@@ -132,12 +133,20 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
         return port
 
     async def job_end_reason(self, job: str) -> str:
-        # the end of the job's output, read through hpc-gate (joblog) as the account the job ran as
+        # the end of the job's output (joblog) and its accounting (sacct), read through hpc-gate as the account
+        # the job ran as
+        output, accounting = await asyncio.gather(
+            self._gate_output(joblog_argv(self.ssh_command, job, self.hpc_user)),
+            self._gate_output(sacct_argv(self.ssh_command, job, self.hpc_user)),
+        )
+        return cause(output, self.job_log(job), accounted(parse_sacct(accounting), job)).sentence()
+
+    async def _gate_output(self, argv: list[str]) -> str:
         try:
-            code, out, _ = await self._through_gate(joblog_argv(self.ssh_command, job, self.hpc_user))
+            code, out, _ = await self._through_gate(argv)
         except (OSError, TimeoutError):
-            code, out = -1, ""
-        return cause(out if code == 0 else "", self.job_log(job)).sentence()
+            return ""
+        return out if code == 0 else ""
 
     def job_log(self, job: str) -> str:
         home = f"~{self.hpc_user}" if self.hpc_user else "the HPC job account's ~"

@@ -98,6 +98,11 @@ def joblog_argv(ssh_command: list[str], job_id: str, user: str = "") -> list[str
     return remote(ssh_command, *_as(user), "joblog", _job_id(job_id))
 
 
+def sacct_argv(ssh_command: list[str], job_id: str, user: str = "") -> list[str]:
+    """The job's accounting through hpc-gate (its fixed fields, protocol.SACCT_FIELDS), as the account it ran as."""
+    return remote(ssh_command, *_as(user), "sacct", _job_id(job_id))
+
+
 def env_exports(env: dict[str, str], extra: dict[str, str] | None = None) -> str:
     """`export NAME=value` lines for the job script: the hub's JUPYTERHUB_*/JPY_* variables and the
     site's extra ones (Spawner.environment), every value quoted for the shell."""

@@ -96,6 +96,20 @@ def docker_gpus(raw, host_gpus: int, field: str = "gpus") -> int | str:
     return gpus
 
 
+def idle_args(minutes: float) -> list[str]:
+    """The server's own idle shutdown for a profile's `idle_minutes` (Jupyter Server's options): idle kernels and
+    terminals are culled, then the server, with no kernel, terminal or request left, ends its job (it checks
+    every 60 s). Busy kernels are never culled: a running computation is not idle."""
+    seconds = max(1, round(minutes * 60))
+    return [
+        f"--MappingKernelManager.cull_idle_timeout={seconds}",
+        "--MappingKernelManager.cull_interval=60",
+        f"--TerminalManager.cull_inactive_timeout={seconds}",
+        "--TerminalManager.cull_interval=60",
+        f"--ServerApp.shutdown_no_activity_timeout={seconds}",
+    ]
+
+
 def check_limits(part: dict, *, cpus, memory_gb, hours, gpus) -> None:
     """Raise OptionsError naming the limit that a request exceeds."""
     name = part["name"]

@@ -71,6 +71,8 @@ def config_errors(
             continue
         if kind == "docker":
             errors.extend(_docker_profile_errors(label, prof, docker))
+            if "idle_minutes" in prof:
+                errors.append(f"{label}: idle_minutes is for Slurm profiles (Docker servers: the hub's idle culler)")
             continue
         part = parts.get(prof.get("partition"))
         if part is None:
@@ -86,6 +88,11 @@ def config_errors(
             )
         except OptionsError as e:
             errors.append(f"{label}: {e}")
+        idle = prof.get("idle_minutes")
+        if idle is not None and (not isinstance(idle, (int, float)) or isinstance(idle, bool) or idle <= 0):
+            errors.append(f"{label}: idle_minutes must be a positive number of minutes")
+        elif idle is not None and idle >= prof.get("hours", 1) * 60:
+            errors.append(f"{label}: idle_minutes ({idle}) must be less than the profile's {prof.get('hours', 1)} h")
         if prof.get("image") and prof["image"] not in image_names:
             errors.append(f"{label}: image {prof['image']!r} is not in jupyterhub_images")
     return errors

@@ -52,9 +52,10 @@ class FormSpawner(FormSettings):
     def _default_options_from_form(self):
         return self._simple_options_from_form  # single values unpacked; validation happens in apply_user_options
 
-    def _render_options_form(self, spawner=None):
+    async def _render_options_form(self, spawner=None):
         docker = self.docker_offer() if isinstance(self, DockerSettings) else None
         notice = self.maintenance_notice()
+        starts = await self.start_estimates()
         return render_form(
             self.profiles,
             self.partitions,
@@ -63,7 +64,12 @@ class FormSpawner(FormSettings):
             notice,
             docker=docker,
             template=self._site_form_template(),
+            starts=starts,
         )
+
+    async def start_estimates(self) -> dict[str, str]:
+        """{profile slug: when Slurm would start it, in words}: the Slurm spawners and the dispatcher ask Slurm."""
+        return {}
 
     def _site_form_template(self) -> str:
         """The site's form template text ("" where none is set, or where it cannot be read: logged)."""

@@ -5,24 +5,28 @@ a maintenance switch, and polling that never stops a server because Slurm did no
 from __future__ import annotations
 
 import asyncio
+import shlex
 import time
+from datetime import datetime
 
 from batchspawner import JobStatus, SlurmSpawner
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient
-from traitlets import Float, Integer, List, Unicode, default
+from traitlets import Bool, Float, Integer, List, Unicode, default
 
-from ..protocol import direct_job_log
-from .job_end import cause
+from ..protocol import SACCT_FIELDS, direct_job_log, parse_sacct
+from .job_end import accounted, cause
 from .node_check import Reach, missed_polls, probe, resolve, server_address
 from .pending import waiting
-from .request import OptionsError, validate_options
+from .request import OptionsError, idle_args, validate_options
 from .rules import config_errors
 from .settings import FormSpawner
 from .slurm_queue import SQUEUE_FORMAT, SlurmQueue, run_exec
+from .start_estimate import StartEstimates, question_argv
 
 _QUEUES: dict[tuple, SlurmQueue] = {}
+_ESTIMATES: dict[tuple, StartEstimates] = {}
 
 
 def start_failed(message: str) -> web.HTTPError:
@@ -55,6 +59,8 @@ def _apply_user_options(spawner: ClusterSlurmSpawner, user_options: dict) -> Non
     paths = {i["name"]: i.get("path", "") for i in spawner.images}
     spawner.req_image_path = paths.get(request.image, "") if request.image else ""
     spawner.user_options = request.as_user_options()
+    profile = next((p for p in spawner.profiles if p["slug"] == request.profile), {})
+    spawner.idle_minutes = float(profile.get("idle_minutes") or 0)
 
 
 class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
@@ -77,6 +83,15 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
         ["sudo", "-n", "-u", "{username}", "/usr/bin/tail", "-c", "16384", "--", "{log}"],
         help="argv printing the end of a job's output file {log} as user {username} (why a start failed)",
     ).tag(config=True)
+    form_start_estimates = Bool(
+        True, help="Show on each Slurm profile of the form whether it would start now or the expected wait"
+    ).tag(config=True)
+    start_estimate_timeout = Float(3.0, help="Seconds the form waits for each sbatch --test-only").tag(config=True)
+    idle_minutes = Float(0, help="The current server's profile's idle_minutes (0: only the hub's idle culler)")
+    job_accounting_command = List(
+        ["sudo", "-n", "-u", "{username}", "/usr/bin/sacct", "-n", "-P", "-j", "{job_id}", "-o", SACCT_FIELDS],
+        help="argv printing Slurm's accounting of job {job_id} as user {username} (why a start failed); [] for none",
+    ).tag(config=True)
     req_singleuser_venv = Unicode("/opt/jupyter", help="Venv of the single-user server on the nodes").tag(config=True)
     node_address = Unicode(
         "", help="The server's node's address as the hub last resolved it (the lost-node check, when the name does not)"
@@ -98,6 +113,36 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
     @default("req_job_name")
     def _default_req_job_name(self):
         return self.job_name
+
+    def get_args(self) -> list[str]:
+        return [*super().get_args(), *(idle_args(self.idle_minutes) if self.idle_minutes else [])]
+
+    async def start_estimates(self) -> dict[str, str]:
+        return await self.start_estimates_for(self.user.name)
+
+    async def start_estimates_for(self, username: str) -> dict[str, str]:
+        """{slug: words} for the Slurm profiles on the cluster's own partitions (start_estimate.py), asked as
+        `username`, each answer shared by every user for one poll interval."""
+        if not self.form_start_estimates:
+            return {}
+        remote = {p["name"] for p in self.partitions if p.get("remote")}
+        prefix = shlex.split(self.exec_prefix.format(username=username)) if self.exec_prefix else []
+        sbatch = shlex.split(self.batch_submit_cmd)[:1]
+        argvs = {}
+        for profile in self.profiles:
+            if profile.get("kind", "slurm") != "slurm" or profile.get("partition") in remote:
+                continue
+            try:
+                request = validate_options({"profile": profile["slug"]}, self.profiles, self.partitions, self.images)
+            except OptionsError:
+                continue
+            argvs[profile["slug"]] = [*prefix, *question_argv(sbatch, request, self.job_name)]
+        key = (float(self.poll_interval), self.start_estimate_timeout)
+        if key not in _ESTIMATES:
+            _ESTIMATES[key] = StartEstimates(run_exec, ttl=key[0], timeout=key[1])
+        estimates = await _ESTIMATES[key].ask(argvs, lambda argv: tuple(argv[len(prefix) :]))
+        now = datetime.now()  # Slurm's times are the controller's local time, naive
+        return {slug: estimate.words(now) for slug, estimate in estimates.items() if estimate}
 
     def check_config(self) -> None:
         errors = config_errors(self.profiles, self.partitions, self.images)
@@ -228,14 +273,23 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
         return f"Slurm job {job} ended before {before}: {await self.job_end_reason(job)}"
 
     async def job_end_reason(self, job: str) -> str:
-        """Why the job ended, with what to do about it, from its output file (read as the user)."""
+        """Why the job ended, with what to do about it, from its output file and its accounting (both read as
+        the user, at once)."""
         path = direct_job_log(job, self.req_homedir)
-        argv = [word.format(username=self.user.name, log=path) for word in self.job_log_command]
+        log = [word.format(username=self.user.name, log=path) for word in self.job_log_command]
+        sacct = [word.format(username=self.user.name, job_id=job) for word in self.job_accounting_command]
+        output, accounting = await asyncio.gather(self._output_of(log), self._output_of(sacct))
+        return cause(output, self.job_log(job), accounted(parse_sacct(accounting), job)).sentence()
+
+    async def _output_of(self, argv: list[str]) -> str:
+        """What argv prints; "" when there is none, it fails or it takes longer than squeue_timeout."""
+        if not argv:
+            return ""
         try:
             code, out, _ = await asyncio.wait_for(run_exec(argv), self.squeue_timeout)
         except (OSError, TimeoutError):
-            code, out = -1, ""
-        return cause(out if code == 0 else "", self.job_log(job)).sentence()
+            return ""
+        return out if code == 0 else ""
 
     def job_log(self, job: str) -> str:
         """Where the job's output is (the batch script's --output), for error messages."""

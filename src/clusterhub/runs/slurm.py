@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from clusterhub.hub.remote_job import remote
 from clusterhub.hub.slurm_queue import parse_squeue
-from clusterhub.protocol import RUNS_JOB_NAME
+from clusterhub.protocol import RUNS_JOB_NAME, SACCT_FIELDS, parse_sacct
 from clusterhub.protocol import SQUEUE_FORMAT as GATE_SQUEUE_FORMAT
 from clusterhub.runs import states
 from clusterhub.runs.job import RunJob, batch_script
@@ -79,7 +79,7 @@ class SlurmCommands:
             "-j",
             "{jobs}",
             "-o",
-            states.SACCT_FIELDS,
+            SACCT_FIELDS,
         ]
     )
     runner: Runner = run_command
@@ -130,7 +130,7 @@ class SlurmCommands:
         if rc != 0:
             return None
         rows: dict[str, list] = defaultdict(list)
-        for row in states.parse_sacct(out):
+        for row in parse_sacct(out):
             rows[states.base_job_id(row["JobID"])].append(row)
         return dict(rows)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from clusterhub.protocol import SACCT_FIELDS
 from clusterhub.runs.data import EXIT_DATA, EXIT_TIME_LIMIT, WRITE_BACK_LEAD_S
 
 QUEUED, IN_PROGRESS, COMPLETED, FAILED, STOPPED = "QUEUED", "IN_PROGRESS", "COMPLETED", "FAILED", "STOPPED"
@@ -69,12 +68,6 @@ def from_squeue(rows: list[tuple[str, str, str]]) -> RunState | None:
         return RunState(IN_PROGRESS, f"running{detail}")
     reasons = sorted({reason for _, state, reason in rows if state in QUEUED_STATES and reason not in ("", "None")})
     return RunState(QUEUED, f"queued ({', '.join(reasons)})" if reasons else "queued")
-
-
-def parse_sacct(text: str) -> list[dict]:
-    """sacct -n -P -o SACCT_FIELDS rows as dicts (the job's, its array tasks' and their steps')."""
-    names = SACCT_FIELDS.split(",")
-    return [dict(zip(names, line.split("|"), strict=False)) for line in text.splitlines() if line.strip()]
 
 
 def _is_step(job_id: str) -> bool:
