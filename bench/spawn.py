@@ -6,6 +6,10 @@ the same partition and resources, as its documentation configures it):
   sequential   N spawns one after another: request -> ready, median and p95
   concurrent   C named servers requested at once: request -> each ready, median and p95
   polling      with M servers running, slurmctld's job-info RPCs (sdiag) and hub API latency over 60 s
+  breakdown    where the sequential spawns' seconds go (median of each phase), from the hub's log, the job's
+               output (the batch script's banner time, Jupyter Server's log) on one clock: the hub until sbatch
+               returned, Slurm until the script ran, Python until the server's first log line, the server until
+               it listened, the hub until it saw it ready
 Usage: .venv/bin/python bench/spawn.py [N C M]
 """
 
@@ -18,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -28,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 PREFIX = os.environ.get("CLUSTERHUB_LAB_PREFIX", "chlab")
-DROPIN = "/etc/jupyterhub/jupyterhub_config.d/90-bench-stock.py"
+DROPIN = "/etc/jupyterhub/jupyterhub_config.d/90-bench.py"
 # the lab hub's poll interval (inventories/lab), which the stock spawner gets too
 POLL = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/hub.yml").read_text())["jupyterhub_poll_interval"]
 STOCK = """
@@ -38,6 +43,8 @@ c.SlurmSpawner.req_nprocs = "1"
 c.SlurmSpawner.req_memory = "1G"
 c.SlurmSpawner.req_runtime = "02:00:00"
 c.SlurmSpawner.req_keepvars_extra = "PATH"
+# the hub's sudo rule passes variables by name (env_keep), never a caller's whole environment: no -E
+c.SlurmSpawner.exec_prefix = "sudo -n -u {{username}}"
 c.SlurmSpawner.cmd = ["/opt/jupyter/bin/jupyterhub-singleuser"]
 c.SlurmSpawner.batchspawner_singleuser_cmd = "/opt/jupyter/bin/batchspawner-singleuser"
 c.SlurmSpawner.start_timeout = 300
@@ -82,12 +89,18 @@ def restart_hub() -> None:
     raise RuntimeError("hub did not come back")
 
 
-def use_stock(on: bool) -> None:
-    if on:
-        stock = STOCK.format(poll=POLL)
-        sh("hub", f"cat > {DROPIN} <<'EOF'\n{stock}\nEOF\nchgrp jupyterhub {DROPIN}; chmod 0640 {DROPIN}")
-    else:
+# the bench's named servers, beyond the lab's own limit of named servers per user
+NAMED = "c.JupyterHub.named_server_limit_per_user = 25\n"
+
+
+def use_stock(on: bool | None) -> None:
+    """True: stock batchspawner; False: clusterhub's spawner; both with the bench's named servers. None: the
+    lab's own configuration again."""
+    if on is None:
         sh("hub", f"rm -f {DROPIN}")
+    else:
+        dropin = NAMED + (STOCK.format(poll=POLL) if on else "")
+        sh("hub", f"cat > {DROPIN} <<'EOF'\n{dropin}\nEOF\nchgrp jupyterhub {DROPIN}; chmod 0640 {DROPIN}")
     restart_hub()
 
 
@@ -134,6 +147,47 @@ def stop_all(admin: Hub, user: str) -> None:
         time.sleep(0.5)
 
 
+# the lab's clocks are the host's (containers share its kernel), its logs in UTC
+STAMP = r"(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\.\d+)"
+PHASES = (
+    "hub until sbatch returned",
+    "Slurm until the script ran",
+    "Python until first log line",
+    "server until listening",
+    "hub until it saw it ready",
+)
+
+
+def _when(pattern: str, text: str, after: float) -> float | None:
+    """The time of the first line matching `pattern` (its group 1) at or after `after`; None when none."""
+    for match in re.finditer(pattern, text, re.MULTILINE):
+        when = datetime.fromisoformat(match.group(1).replace(" ", "T")).replace(tzinfo=UTC).timestamp()
+        if when >= after:
+            return when
+    return None
+
+
+def phases(user: str, job: str, requested: float) -> list[float | None]:
+    """Seconds of each of PHASES for one spawn (None where a mark is missing: its time goes to the next phase)."""
+    hub = sh("hub", f"journalctl -u jupyterhub --since @{int(requested) - 1} --no-pager -o cat")
+    # clusterhub's output file is a dot file, stock batchspawner's is not
+    log = sh("hub", f"cat /home/{user}/{{.,}}jupyterhub_slurmspawner_{job}.log 2>/dev/null || true")
+    patterns = [
+        rf"^\[I {STAMP} JupyterHub batchspawner:\d+\] Job submitted\. output: {job}$",
+        rf"^clusterhub: job {job} on .* at {STAMP}$",
+        rf"^\[[IWD] {STAMP} \w+\]",
+        rf"^\[I {STAMP} \w+\] Jupyter Server \S+ is running at",
+        rf"^\[I {STAMP} JupyterHub base:\d+\] User {user} took [\d.]+ seconds to start",
+    ]
+    out: list[float | None] = []
+    last = requested
+    for pattern in patterns:
+        mark = _when(pattern, hub if "JupyterHub" in pattern else log, requested)
+        out.append(None if mark is None else mark - last)
+        last = mark if mark is not None else last
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
@@ -141,9 +195,12 @@ def pct(values: list[float], q: float) -> float:
 
 def measure(admin: Hub, n: int, c: int, m: int) -> dict:
     stop_all(admin, "alice")
-    seq = []
+    seq, parts = [], []
     for _ in range(n):
+        requested = time.time()
         seq.append(server_ready(admin, "alice", ""))
+        (job,) = sh("login", "squeue -h -u alice -o %i").split()
+        parts.append(phases("alice", job, requested))
         stop_all(admin, "alice")
     with cf.ThreadPoolExecutor(c) as pool:
         conc = list(pool.map(lambda i: server_ready(admin, "alice", f"c{i}"), range(c)))
@@ -166,6 +223,10 @@ def measure(admin: Hub, n: int, c: int, m: int) -> dict:
         "conc_p95": pct(conc, 0.95),
         "rpc_per_min": rpcs,
         "api_median_ms": 1000 * statistics.median(api),
+        "phases": [
+            statistics.median(p[i] for p in parts) if all(p[i] is not None for p in parts) else None
+            for i in range(len(PHASES))
+        ],
     }
 
 
@@ -180,7 +241,7 @@ def main() -> None:
             results[label] = measure(admin, n, c, m)
             print(label, results[label], flush=True)
     finally:
-        use_stock(False)
+        use_stock(None)
     ours, stock = results["clusterhub"], results["stock batchspawner"]
     lines = [
         f"spawn bench, lab hub, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; N={n} sequential, "
@@ -196,6 +257,10 @@ def main() -> None:
         ("api_median_ms", f"GET /users median (ms), {m} srv"),
     ):
         lines.append(f"{label:32}{stock[key]:10.2f}{ours[key]:12.2f}{ours[key] / stock[key]:8.2f}")
+    lines.append(f"{'sequential spawn, median (s)':32}{'stock':>10}{'clusterhub':>12}")
+    for i, phase in enumerate(PHASES):
+        cells = ["n/a" if r["phases"][i] is None else f"{r['phases'][i]:.2f}" for r in (stock, ours)]
+        lines.append(f"  {phase:30}{cells[0]:>10}{cells[1]:>12}")
     publish("spawn", lines)
 
 

@@ -30,7 +30,7 @@ find "$HOME" -maxdepth 1 -name '.jupyterhub_slurmspawner_*.log' -mtime +7 -delet
 JUPYTER_RUNTIME_DIR=$(mktemp -d "/tmp/jupyter-runtime-$(id -u)-${SLURM_JOB_ID}-XXXXXXXXXX")
 export JUPYTER_RUNTIME_DIR
 trap 'rm -rf "$JUPYTER_RUNTIME_DIR"' EXIT
-echo "clusterhub: job ${SLURM_JOB_ID} on $(hostname) for $(id -un), ${SLURM_CPUS_PER_TASK:-1} CPUs"
+echo "clusterhub: job ${SLURM_JOB_ID} on $(hostname) for $(id -un), ${SLURM_CPUS_PER_TASK:-1} CPUs, at $(date +%FT%T.%3N)"
 # A home without room (quota or disk) breaks Jupyter in ways that explain nothing, and may take this output
 # with it: 1 MiB must fit, or the job ends at once with the status the hub reads from accounting (ENOSPC's 28).
 if ! space_probe=$(mktemp "$HOME/.clusterhub-space-XXXXXXXX" 2>/dev/null) \

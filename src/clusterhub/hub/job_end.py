@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from ..protocol import EXIT_HOME_FULL
 
 WRAPPER_PREFIX = "clusterhub: "
-# the batch script's first line ("clusterhub: job 42 on node1 for alice, 1 CPUs") reports, it explains nothing
+# the batch script's first line ("clusterhub: job 42 on node1 for alice, 1 CPUs, at 2026-12-07T16:21:01.337")
+# reports, it explains nothing
 _BANNER = re.compile(r"^clusterhub: job \d+ on ")
 # slurmstepd: "*** JOB 42 ON node1 CANCELLED AT 2026-12-01T10:00:00 ***" (also "... DUE TO TIME LIMIT ***")
 _CANCELLED = re.compile(r"\*\*\* (?:JOB|STEP) [\d.]+ ON \S+ CANCELLED AT \S+(?: DUE TO ([A-Z ]+?))?(?: \*\*\*|$)")
