@@ -78,6 +78,38 @@ def test_bob_cannot_reach_alice_server(alice, bob):
     assert r.status_code in (403, 404)  # JupyterHub does not even confirm that alice exists
 
 
+# alice's job code, with her server's API token (the kernel's environment, or the server's), tries what
+# batchspawner's port-report handler allowed: set the hub's commands (run through a shell at stop), then move her
+# running server's route
+PORT_REPORT_ATTACK = r"""
+import json, os, urllib.error, urllib.request
+env = dict(os.environ)
+if "JUPYTERHUB_API_TOKEN" not in env:
+    raw = open(f"/proc/{os.getppid()}/environ", "rb").read().split(b"\0")
+    env = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+mark = "/var/lib/jupyterhub/pwned-by-alice"
+for body in ({"exec_prefix": f"touch {mark};", "batch_cancel_cmd": f"touch {mark}"}, {"port": 1}):
+    request = urllib.request.Request(
+        env["JUPYTERHUB_API_URL"] + "/batchspawner", data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": "token " + env["JUPYTERHUB_API_TOKEN"], "Content-Type": "application/json"})
+    try:
+        print(urllib.request.urlopen(request).status)
+    except urllib.error.HTTPError as e:
+        print(e.code)
+"""
+
+
+@pytest.mark.security
+def test_a_job_can_report_its_port_once_and_set_nothing_else_on_the_hub(alice, hub):
+    alice.start(options={"profile": "small"})  # the legitimate report: the server's port, while it starts
+    assert alice.run_code(PORT_REPORT_ATTACK).split() == ["400", "409"]
+    assert alice.user_get("/api/status").status_code == 200  # its route did not move
+    alice.stop()  # the stop runs the hub's own scancel, not the job's command
+    assert hub.run("test -e /var/lib/jupyterhub/pwned-by-alice").rc != 0
+    log = hub.check_output("journalctl -u jupyterhub --since '-2 min' --no-pager -o cat")
+    assert "Port report for alice refused" in log
+
+
 def test_server_survives_a_hub_restart_and_a_proxy_kill(alice, hub, login):
     alice.start(options={"profile": "small"})
     job = squeue_jobs(login, "alice")

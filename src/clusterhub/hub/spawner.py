@@ -16,6 +16,7 @@ from tornado.httpclient import AsyncHTTPClient
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
 from ..protocol import SACCT_FIELDS, direct_job_log, parse_sacct
+from . import port_report
 from .job_end import accounted, cause
 from .node_check import Reach, missed_polls, probe, resolve, server_address
 from .pending import waiting
@@ -24,6 +25,9 @@ from .rules import config_errors
 from .settings import FormSpawner
 from .slurm_queue import SQUEUE_FORMAT, SlurmQueue, run_exec
 from .start_estimate import StartEstimates, question_argv
+
+# batchspawner's port-report handler (registered by the import above) gives way to the narrow one
+port_report.install()
 
 _QUEUES: dict[tuple, SlurmQueue] = {}
 _ESTIMATES: dict[tuple, StartEstimates] = {}
