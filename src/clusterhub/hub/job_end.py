@@ -46,6 +46,7 @@ class Cause:
     advice: str  # what the user can do ("" where `what` says it already)
     tail: tuple[str, ...] = ()  # the log's last lines, for a server that crashed
     vague: bool = False  # the output does not explain the end: accounting may
+    beyond_output: bool = False  # accounting's cause that no output can show (the job died with its node)
 
     def sentence(self) -> str:
         said = f"{self.what}; {self.advice}" if self.advice else self.what
@@ -56,12 +57,15 @@ HOME_FULL = Cause(
     "your home directory is full (no space or quota left)",
     "delete or move files there (du -sh ~/* ~/.[!.]* | sort -h lists the largest), then start again",
 )
+_ANOTHER_NODE = "start it again: Slurm runs it on a working node"
 # Slurm's final states that explain an end the job's output cannot
 _STATES = {
-    "NODE_FAIL": Cause("its compute node failed", "start it again: Slurm runs it on a working node"),
-    "BOOT_FAIL": Cause("its compute node failed to boot", "start it again: Slurm runs it on a working node"),
+    "NODE_FAIL": Cause("its compute node failed", _ANOTHER_NODE, beyond_output=True),
+    "BOOT_FAIL": Cause("its compute node failed to boot", _ANOTHER_NODE, beyond_output=True),
     "PREEMPTED": Cause(
-        "a job of higher priority preempted it", "start it again, or choose a partition without preemption"
+        "a job of higher priority preempted it",
+        "start it again, or choose a partition without preemption",
+        beyond_output=True,
     ),
     "TIMEOUT": Cause("it reached its time limit", "choose more hours and start again"),
     "OUT_OF_MEMORY": Cause("it ran out of memory", "choose more memory and start again"),
@@ -81,9 +85,13 @@ def accounted(rows: list[dict], job: str) -> Cause | None:
     return None
 
 
+def cut(text: str, limit: int) -> str:
+    """text, or its first limit-1 characters and an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 1] + "…"
+    return cut(" ".join(text.split()), MAX_CHARS)
 
 
 def _last_exception(lines: list[str]) -> str:
@@ -101,17 +109,14 @@ def cause(output: str, log: str = "", accounting: Cause | None = None) -> Cause:
     """The cause of a job's end: from its output, or from `accounting` (accounted()) where that explains more (a
     failed node, a preemption) or the output explains nothing; `log` names the output file for the advice."""
     found = _from_output(output, log)
-    if accounting is not None and (found.vague or accounting.what in _OUTPUT_CANNOT_SAY):
+    if accounting is not None and (found.vague or accounting.beyond_output):
         return accounting
     return found
 
 
-_OUTPUT_CANNOT_SAY = {_STATES[s].what for s in ("NODE_FAIL", "BOOT_FAIL", "PREEMPTED")}
-
-
 def _tail(lines: list[str]) -> tuple[str, ...]:
     real = [line.strip() for line in lines if not _BANNER.match(line)]
-    return tuple(line if len(line) <= TAIL_CHARS else line[: TAIL_CHARS - 1] + "…" for line in real[-TAIL_LINES:])
+    return tuple(cut(line, TAIL_CHARS) for line in real[-TAIL_LINES:])
 
 
 def _from_output(output: str, log: str) -> Cause:

@@ -22,8 +22,7 @@ from tornado import web
 from traitlets import Dict, Integer, List, Unicode, default
 
 from .. import tunnel_keys
-from ..protocol import REMOTE_JOB_LOG_DIR, parse_sacct
-from .job_end import accounted, cause
+from ..protocol import REMOTE_JOB_LOG_DIR
 from .remote_job import (
     cancel_argv,
     env_exports,
@@ -132,14 +131,13 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
         self.tunnel_port = port
         return port
 
-    async def job_end_reason(self, job: str) -> str:
-        # the end of the job's output (joblog) and its accounting (sacct), read through hpc-gate as the account
-        # the job ran as
-        output, accounting = await asyncio.gather(
-            self._gate_output(joblog_argv(self.ssh_command, job, self.hpc_user)),
-            self._gate_output(sacct_argv(self.ssh_command, job, self.hpc_user)),
-        )
-        return cause(output, self.job_log(job), accounted(parse_sacct(accounting), job)).sentence()
+    # the end of the job's output (joblog) and its accounting (sacct), read through hpc-gate as the account the
+    # job ran as
+    async def job_output(self, job: str) -> str:
+        return await self._gate_output(joblog_argv(self.ssh_command, job, self.hpc_user))
+
+    async def job_accounting(self, job: str) -> str:
+        return await self._gate_output(sacct_argv(self.ssh_command, job, self.hpc_user))
 
     async def _gate_output(self, argv: list[str]) -> str:
         try:

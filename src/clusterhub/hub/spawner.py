@@ -277,13 +277,20 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
         return f"Slurm job {job} ended before {before}: {await self.job_end_reason(job)}"
 
     async def job_end_reason(self, job: str) -> str:
-        """Why the job ended, with what to do about it, from its output file and its accounting (both read as
-        the user, at once)."""
-        path = direct_job_log(job, self.req_homedir)
-        log = [word.format(username=self.user.name, log=path) for word in self.job_log_command]
-        sacct = [word.format(username=self.user.name, job_id=job) for word in self.job_accounting_command]
-        output, accounting = await asyncio.gather(self._output_of(log), self._output_of(sacct))
+        """Why the job ended, with what to do about it, from its output file and its accounting, read at once."""
+        output, accounting = await asyncio.gather(self.job_output(job), self.job_accounting(job))
         return cause(output, self.job_log(job), accounted(parse_sacct(accounting), job)).sentence()
+
+    async def job_output(self, job: str) -> str:
+        """The end of the job's output file, read as the user ("" when it cannot be read)."""
+        path = direct_job_log(job, self.req_homedir)
+        return await self._output_of([word.format(username=self.user.name, log=path) for word in self.job_log_command])
+
+    async def job_accounting(self, job: str) -> str:
+        """sacct's rows of the job (protocol.SACCT_FIELDS), read as the user ("" when none)."""
+        return await self._output_of(
+            [word.format(username=self.user.name, job_id=job) for word in self.job_accounting_command]
+        )
 
     async def _output_of(self, argv: list[str]) -> str:
         """What argv prints; "" when there is none, it fails or it takes longer than squeue_timeout."""

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from .job_end import cut
 from .request import Request
 from .slurm_queue import Runner
 
@@ -86,8 +87,7 @@ def parse(code: int, out: str, err: str) -> Estimate | None:
         errors = [m.group(1).strip() for m in map(_ERROR.search, text.splitlines()) if m]
         # the controller down or slow is not the profile's fault: no estimate, not "cannot start"
         if errors and not any("Unable to contact" in e or "timed out" in e.lower() for e in errors):
-            reason = errors[-1]
-            return Estimate(error=reason if len(reason) <= MAX_ERROR_CHARS else reason[: MAX_ERROR_CHARS - 1] + "…")
+            return Estimate(error=cut(errors[-1], MAX_ERROR_CHARS))
     return None
 
 
