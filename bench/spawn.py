@@ -4,13 +4,16 @@ measured side by side in one run on a running lab (`make lab`; CLUSTERHUB_LAB_PR
 For each spawner (stock: a jupyterhub_config.d drop-in that switches to batchspawner.SlurmSpawner with
 the same partition and resources, as its documentation configures it):
   sequential   N spawns one after another: request -> ready, median and p95
-  concurrent   C named servers requested at once: request -> each ready, median and p95
+  concurrent   C named servers requested at once (for each count in C): request -> each ready, median and p95
   polling      with M servers running, slurmctld's job-info RPCs (sdiag) and hub API latency over 60 s
+  local        the same server started N times as a plain process on the node of the first sequential spawn
+               (its command and environment, without Slurm or the hub): start -> its API answers, median; the
+               ratio of the sequential median to it is what the Slurm path costs
   breakdown    where the sequential spawns' seconds go (median of each phase), from the hub's log, the job's
                output (the batch script's banner time, Jupyter Server's log) on one clock: the hub until sbatch
                returned, Slurm until the script ran, Python until the server's first log line, the server until
                it listened, the hub until it saw it ready
-Usage: .venv/bin/python bench/spawn.py [N C M]
+Usage: .venv/bin/python bench/spawn.py [N C M]   (C: one or more counts, as 4,8)
 """
 
 from __future__ import annotations
@@ -112,10 +115,15 @@ def job_info_rpcs() -> int:
     )
 
 
-def server_ready(admin: Hub, user: str, name: str, timeout: float = 300) -> float:
+# clusterhub's servers: the small profile in the nodes' own environment, named, as JupyterHub otherwise starts
+# a server with the options of the user's last start (another image, another profile)
+OPTIONS = {"profile": "small", "image": "node"}
+
+
+def server_ready(admin: Hub, user: str, name: str, options: dict, timeout: float = 300) -> float:
     t0 = time.monotonic()
     path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    r = admin.post(path, json={})
+    r = admin.post(path, json=options)
     if r.status_code not in (201, 202):
         raise RuntimeError(f"spawn refused: {r.status_code} {r.text[:300]}")
     while time.monotonic() - t0 < timeout:
@@ -188,25 +196,78 @@ def phases(user: str, job: str, requested: float) -> list[float | None]:
     return out
 
 
+# Run on the node as root with the running server's pid: starts that server's own command (the part after
+# batchspawner's wrapper, which would report a port to the hub) with its environment as its user, on a free
+# port, and times it until its API answers HTTP, as the spawner's own check does. Prints one time per line.
+LOCAL = r"""
+import os, signal, socket, subprocess, sys, time, urllib.error, urllib.request
+pid, n = sys.argv[1], int(sys.argv[2])
+env = dict(v.split("=", 1) for v in open(f"/proc/{pid}/environ").read().split("\0") if "=" in v)
+argv = open(f"/proc/{pid}/cmdline").read().split("\0")[:-1]
+argv = argv[next(i for i, a in enumerate(argv) if a.endswith("/jupyterhub-singleuser")):]
+for _ in range(n):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = subprocess.run(["runuser", "-u", env["USER"], "--", "mktemp", "-d"], capture_output=True, text=True)
+    env["JUPYTER_RUNTIME_DIR"] = run.stdout.strip()
+    url = f"http://127.0.0.1:{port}{env['JUPYTERHUB_SERVICE_PREFIX']}api"
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        ["runuser", "-u", env["USER"], "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv,
+         f"--port={port}", "--ip=127.0.0.1"],
+        cwd=env["HOME"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    while proc.poll() is None:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+        except urllib.error.HTTPError:
+            break
+        except OSError:
+            time.sleep(0.02)
+            continue
+        break
+    took = time.monotonic() - t0
+    if proc.poll() is not None:
+        sys.exit(f"the local server exited with {proc.returncode}")
+    print(took, flush=True)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait()
+    subprocess.run(["rm", "-rf", env["JUPYTER_RUNTIME_DIR"]])
+"""
+
+
+def local_starts(user: str, job: str, n: int) -> list[float]:
+    """Seconds of n plain starts of the server of `job` on its node (LOCAL)."""
+    node = sh("login", f"squeue -h -j {job} -o %N").strip()
+    pid = sh(node, f"pgrep -n -u {user} -f /jupyterhub-singleuser").strip()
+    argv = ["docker", "exec", "-i", f"{PREFIX}-{node}", "python3", "-", pid, str(n)]
+    out = subprocess.run(argv, input=LOCAL, check=True, capture_output=True, text=True).stdout
+    return [float(line) for line in out.split()]
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def measure(admin: Hub, n: int, c: int, m: int) -> dict:
+def measure(admin: Hub, n: int, cs: list[int], m: int, options: dict) -> dict:
     stop_all(admin, "alice")
-    seq, parts = [], []
-    for _ in range(n):
+    seq, parts, local = [], [], []
+    for i in range(n):
         requested = time.time()
-        seq.append(server_ready(admin, "alice", ""))
+        seq.append(server_ready(admin, "alice", "", options))
         (job,) = sh("login", "squeue -h -u alice -o %i").split()
         parts.append(phases("alice", job, requested))
+        if i == 0:
+            local = local_starts("alice", job, n)
         stop_all(admin, "alice")
-    with cf.ThreadPoolExecutor(c) as pool:
-        conc = list(pool.map(lambda i: server_ready(admin, "alice", f"c{i}"), range(c)))
-    stop_all(admin, "alice")
+    conc = {}
+    for c in cs:
+        with cf.ThreadPoolExecutor(c) as pool:
+            conc[c] = list(pool.map(lambda i: server_ready(admin, "alice", f"c{i}", options), range(c)))
+        stop_all(admin, "alice")
     with cf.ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda i: server_ready(admin, "alice", f"p{i}"), range(m)))
+        list(pool.map(lambda i: server_ready(admin, "alice", f"p{i}", options), range(m)))
     before, t0 = job_info_rpcs(), time.monotonic()
     api = []
     while time.monotonic() - t0 < 60:
@@ -219,8 +280,10 @@ def measure(admin: Hub, n: int, c: int, m: int) -> dict:
     return {
         "seq_median": statistics.median(seq),
         "seq_p95": pct(seq, 0.95),
-        "conc_median": statistics.median(conc),
-        "conc_p95": pct(conc, 0.95),
+        "local_median": statistics.median(local),
+        "slurm_over_local": statistics.median(seq) / statistics.median(local),
+        **{f"conc{c}_median": statistics.median(times) for c, times in conc.items()},
+        **{f"conc{c}_p95": pct(times, 0.95) for c, times in conc.items()},
         "rpc_per_min": rpcs,
         "api_median_ms": 1000 * statistics.median(api),
         "phases": [
@@ -232,13 +295,14 @@ def measure(admin: Hub, n: int, c: int, m: int) -> dict:
 
 def main() -> None:
     # the lab's jupyter partition holds 16 one-CPU servers (2 nodes x 2 CPUs x OverSubscribe FORCE:4)
-    n, c, m = (int(a) for a in sys.argv[1:4]) if len(sys.argv) > 3 else (20, 10, 12)
+    n, c, m = sys.argv[1:4] if len(sys.argv) > 3 else ("20", "4,8", "12")
+    n, cs, m = int(n), [int(x) for x in c.split(",")], int(m)
     admin = Hub("labadmin", "admin-in-the-lab", verify=lab_certificate(PREFIX))
     results = {}
     try:
         for label, stock in (("stock batchspawner", True), ("clusterhub", False)):
             use_stock(stock)
-            results[label] = measure(admin, n, c, m)
+            results[label] = measure(admin, n, cs, m, {} if stock else OPTIONS)
             print(label, results[label], flush=True)
     finally:
         use_stock(None)
@@ -251,8 +315,9 @@ def main() -> None:
     for key, label in (
         ("seq_median", "sequential spawn median (s)"),
         ("seq_p95", "sequential spawn p95 (s)"),
-        ("conc_median", "concurrent spawn median (s)"),
-        ("conc_p95", "concurrent spawn p95 (s)"),
+        ("local_median", "local process start median (s)"),
+        ("slurm_over_local", "sequential / local process"),
+        *((f"conc{c}_{q}", f"{c} concurrent spawns, {q} (s)") for c in cs for q in ("median", "p95")),
         ("rpc_per_min", f"job-info RPCs/min, {m} servers"),
         ("api_median_ms", f"GET /users median (ms), {m} srv"),
     ):

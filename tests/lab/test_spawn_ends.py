@@ -102,6 +102,8 @@ def test_an_idle_server_of_a_brief_profile_stops_itself_and_a_small_one_stays(id
         assert login.check_output(f"sacct -n -P -X -j {job} -o State") == "COMPLETED"
         log = login.check_output(f"cat /home/alice/.jupyterhub_slurmspawner_{job}.log")
         assert "Will shut down after 30 seconds with no kernels" in log and "shutting down" in log, log[-2000:]
+        # the site venv's JupyterLab settings apply, every extension links (no traceback in any server's log)
+        assert "Extension Manager is 'readonly'" in log and "error linking extension" not in log, log[:3000]
         # bob's server of another profile, idle for longer than brief's 30 s by now, still runs and answers
         wait_for(lambda: time.monotonic() - bob_ready > 35, timeout=40, what="bob's server idle over 35 s")
         assert (bob.server() or {}).get("ready")

@@ -90,6 +90,9 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
     form_start_estimates = Bool(
         True, help="Show on each Slurm profile of the form whether it would start now or the expected wait"
     ).tag(config=True)
+    server_check_interval = Float(
+        0.1, help="Seconds between tries of a starting server's HTTP port once its job runs (each try is one connect)"
+    ).tag(config=True)
     start_estimate_timeout = Float(3.0, help="Seconds the form waits for each sbatch --test-only").tag(config=True)
     idle_minutes = Float(0, help="The current server's profile's idle_minutes (0: only the hub's idle culler)")
     job_accounting_command = List(
@@ -238,8 +241,10 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
         return self.ip, self.port
 
     async def _wait_for_server(self, deadline: float) -> None:
-        """Until the server answers HTTP (then JupyterHub's own wait finds it up at once), checking the job
-        every startup_poll_interval: a job that ends meanwhile fails the start at once, with its reason."""
+        """Until the server answers HTTP (then JupyterHub's own wait finds it up at once), tried every
+        server_check_interval (a refused connection costs a millisecond; the user waits for the next try), and the
+        job checked every startup_poll_interval (the shared snapshot's age): a job that ends meanwhile fails the
+        start at once, with its reason."""
         while not (self.port and await self._server_answers()):
             if await self._job_gone(await self.query_job_status(max_age=self.startup_poll_interval)):
                 raise start_failed(await self.ended_early(self._forget_job(), "its server answered"))
@@ -250,7 +255,7 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
                     f"Slurm job {job} runs, but its server did not answer within {self.startup_timeout} s and "
                     f"was stopped; see {self.job_log(job)}"
                 )
-            await asyncio.sleep(self.startup_poll_interval)
+            await asyncio.sleep(min(self.server_check_interval, self.startup_poll_interval))
 
     async def _job_gone(self, status: JobStatus) -> bool:
         """The job is gone: `status` says so and a fresh snapshot says it again (one missing line is not trusted)."""
