@@ -125,12 +125,13 @@ def test_a_run_stopped_through_the_api_leaves_slurm(hub_as, login):
 
 
 def test_a_run_over_its_time_limit_is_failed_saying_so(hub_as, login):
-    """A real Slurm TIMEOUT: the form's shortest time is 15 minutes, so the admin (root) lowers the running job's
-    limit to 1 minute, as `scontrol update` lets an admin do; Slurm ends the job, the reconciler reads sacct."""
+    """A real Slurm TIMEOUT: the form's shortest time is 15 minutes, so the admin (root) moves the running job's end
+    to 5 s from now, as `scontrol update` lets an admin do (slurmctld lowers its time limit to match and ends it at
+    its next time-limit check, within 30 s); the reconciler reads sacct."""
     alice = hub_as("alice")
     created = create(alice, "import time\ntime.sleep(600)")
     running(alice, created["job_id"])
-    login.check_output(f"scontrol update JobId={created['slurm_job_id']} TimeLimit=1")
+    login.check_output(f"scontrol update JobId={created['slurm_job_id']} EndTime=now+5")
     run = finished(alice, created["job_id"], timeout=240)
     assert run["status"] == "FAILED" and "time limit" in run["status_message"], run
     assert login.check_output(f"sacct -n -X -P -j {created['slurm_job_id']} -o State").startswith("TIMEOUT")

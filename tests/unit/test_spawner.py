@@ -54,6 +54,32 @@ def test_a_server_starts_pending_then_running_and_its_job_carries_the_form(db, s
     assert spawner.get_state()["node_address"] == "127.0.0.1"
 
 
+def test_a_starting_servers_port_is_tried_often_while_slurm_is_asked_at_its_own_pace(db, slurm, tmp_path):
+    """The user waits for the first try after the server listens: every server_check_interval (0.1 s); Slurm is
+    asked through the snapshot no more often than every startup_poll_interval (here 1 s)."""
+    spawner = new_spawner(db, slurm, tmp_path, startup_poll_interval=1.0, squeue_max_age=25.0)
+    node = NodeServer()
+
+    async def scenario():
+        spawner.apply_user_options(spawner, SMALL)
+        task = asyncio.ensure_future(spawner.start())
+        await until(lambda: spawner.job_id, task=task)
+        slurm.run(spawner.job_id)
+        await until(lambda: spawner.ip == "127.0.0.1", task=task)
+        spawner.port = node.port = await node.open()  # the job reported its port; nothing listens yet
+        await node.close()
+        await asyncio.sleep(1.5)  # polls meanwhile: refused connects, Slurm asked about once a second
+        squeues = sum(call[0] == "squeue" for call in slurm.calls)
+        await node.open()
+        listening = time.monotonic()
+        await task
+        return time.monotonic() - listening, squeues
+
+    took, squeues = run(scenario())
+    assert took < 0.5, took
+    assert 1 <= squeues <= 4, slurm.calls
+
+
 def test_a_job_over_the_queue_timeout_is_cancelled_with_a_sentence(db, slurm, tmp_path):
     spawner = new_spawner(db, slurm, tmp_path, queue_timeout=1)
     spawner.apply_user_options(spawner, SMALL)
