@@ -88,6 +88,7 @@ test: venv host base-image
 bench: venv host
 	python -m bench.lab
 	python -m bench.spawn
+	python -m bench.load
 	python -m bench.overlay
 	python -m bench.remote
 	python -m bench.start_failure
