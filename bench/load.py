@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from bench.spawn import DROPIN, POLL, PREFIX, STOCK, job_info_rpcs, pct, publish, restart_hub, sh
+from bench.spawn import POLL, PREFIX, STOCK, job_info_rpcs, pct, publish, sh, unit_usage, use_dropin
 from tests.lab.hubclient import Hub, StartFailed, lab_certificate
 
 PASSWORD = "load-in-the-lab"
@@ -75,23 +75,7 @@ def remove_users(admin: Hub, n: int) -> None:
 
 def use(stock: bool | None) -> None:
     """The bench's drop-in: stock batchspawner or clusterhub's spawner with the load profile; None: removed."""
-    if stock is None:
-        sh("hub", f"rm -f {DROPIN}")
-    else:
-        dropin = STOCK.format(poll=POLL) + STOCK_LOAD if stock else OURS
-        sh("hub", f"cat > {DROPIN} <<'EOF'\n{dropin}\nEOF\nchgrp jupyterhub {DROPIN}; chmod 0640 {DROPIN}")
-    restart_hub()
-
-
-def hub_process() -> tuple[float, int]:
-    """The hub process's CPU seconds so far and its resident memory in bytes."""
-    out = sh(
-        "hub",
-        "pid=$(systemctl show -p MainPID --value jupyterhub); "
-        'read -r -a s < /proc/$pid/stat; echo "${s[13]} ${s[14]}" $(getconf CLK_TCK) $(grep VmRSS /proc/$pid/status)',
-    ).split()
-    utime, stime, tck, rss_kib = int(out[0]), int(out[1]), int(out[2]), int(out[4])
-    return (utime + stime) / tck, rss_kib * 1024
+    use_dropin(None if stock is None else (STOCK.format(poll=POLL) + STOCK_LOAD if stock else OURS))
 
 
 class Run:
@@ -145,23 +129,19 @@ def user(run: Run, name: str, *, options: dict, at: float, deadline: float, cert
 def measure(admin: Hub, n: int, ramp: float, bound: float, options: dict) -> dict:
     cert = lab_certificate(PREFIX)
     run = Run()
-    rpcs0, (cpu0, _), t0 = job_info_rpcs(), hub_process(), time.monotonic()
-    peak = 0
+    rpcs0, (cpu0, _), t0 = job_info_rpcs(), unit_usage("jupyterhub"), time.monotonic()
     deadline = t0 + bound
     with cf.ThreadPoolExecutor(n) as pool:
         futures = [
             pool.submit(user, run, name, options=options, at=t0 + i * ramp / n, deadline=deadline, cert=cert)
             for i, name in enumerate(names(n))
         ]
-        sampled = 0.0
         while not all(f.done() for f in futures):
             # a steady probe beside the users' own polls: the admin's GET of one user's model, 4 times a second
             run.timed(admin.get("/users/load001"))
-            if time.monotonic() - sampled > 2:
-                peak, sampled = max(peak, hub_process()[1]), time.monotonic()
             time.sleep(0.25)
     elapsed = time.monotonic() - t0
-    cpu1, rss = hub_process()
+    cpu1, peak_kib = unit_usage("jupyterhub")  # the hub was restarted for this run: its peak is this run's
     rpcs = (job_info_rpcs() - rpcs0) * 60 / elapsed
     for name in names(n):  # whatever a failed user left
         admin.delete(f"/users/{name}/server")
@@ -174,7 +154,7 @@ def measure(admin: Hub, n: int, ramp: float, bound: float, options: dict) -> dic
         "api_requests": len(run.api),
         "login": pct(run.logins, 0.5) if run.logins else float("nan"),
         "hub_cpu_s": cpu1 - cpu0,
-        "hub_peak_mib": max(peak, rss) / 2**20,
+        "hub_peak_mib": peak_kib / 1024,
         "rpc_per_min": rpcs,
         "seconds": elapsed,
     }

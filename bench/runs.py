@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 
-from bench.spawn import publish, sh
+from bench.spawn import publish, sh, unit_usage
 from tests.lab.hubclient import Hub, lab_certificate, parameterised_notebook
 
 RUNS = "/services/runs/scheduler"
@@ -33,14 +33,6 @@ with store.engine.begin() as db:
         create_time=now + i, update_time=now + i, name=f"seed {i}", job_id=str(10**6 + i)).__dict__)
         for i in range(int(sys.argv[1]))])
 """
-
-
-def service_usage() -> tuple[float, int]:
-    """(CPU seconds, resident KiB) of the runs service's process."""
-    pid = sh("hub", "systemctl show -p MainPID --value clusterhub-runs").strip()
-    ticks = sh("hub", f"cat /proc/{pid}/stat").split()
-    rss = sh("hub", f"grep VmHWM /proc/{pid}/status").split()[1]
-    return (int(ticks[13]) + int(ticks[14])) / 100, int(rss)
 
 
 def post(alice: Hub, source: str) -> dict:
@@ -75,7 +67,7 @@ def main() -> None:
         f"(Slurm's submit -> start {slurm_s:.0f} s; the service polls every 5 s)",
     ]
 
-    cpu0, _ = service_usage()
+    cpu0, _ = unit_usage("clusterhub-runs")
     t0 = time.monotonic()
     ids = [post(alice, "print(n)")["job_id"] for _ in range(count)]
     submitted = time.monotonic() - t0
@@ -86,7 +78,7 @@ def main() -> None:
                 final[run_id] = s
         time.sleep(2)
     elapsed = time.monotonic() - t0
-    cpu1, peak = service_usage()
+    cpu1, peak = unit_usage("clusterhub-runs")
     done = sum(s == "COMPLETED" for s in final.values())
     lines += [
         f"{count} runs at once: submitted in {submitted:.1f} s, all final after {elapsed:.0f} s "

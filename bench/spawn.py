@@ -96,15 +96,31 @@ def restart_hub() -> None:
 NAMED = "c.JupyterHub.named_server_limit_per_user = 25\n"
 
 
+def use_dropin(text: str | None) -> None:
+    """The benches' jupyterhub_config.d drop-in with `text` (None: none, the lab's own configuration), then the
+    hub restarted to read it."""
+    if text is None:
+        sh("hub", f"rm -f {DROPIN}")
+    else:
+        sh("hub", f"cat > {DROPIN} <<'EOF'\n{text}\nEOF\nchgrp jupyterhub {DROPIN}; chmod 0640 {DROPIN}")
+    restart_hub()
+
+
 def use_stock(on: bool | None) -> None:
     """True: stock batchspawner; False: clusterhub's spawner; both with the bench's named servers. None: the
     lab's own configuration again."""
-    if on is None:
-        sh("hub", f"rm -f {DROPIN}")
-    else:
-        dropin = NAMED + (STOCK.format(poll=POLL) if on else "")
-        sh("hub", f"cat > {DROPIN} <<'EOF'\n{dropin}\nEOF\nchgrp jupyterhub {DROPIN}; chmod 0640 {DROPIN}")
-    restart_hub()
+    use_dropin(None if on is None else NAMED + (STOCK.format(poll=POLL) if on else ""))
+
+
+def unit_usage(unit: str) -> tuple[float, int]:
+    """(CPU seconds, peak resident KiB: the kernel's high-water mark) of a systemd unit's main process on the hub."""
+    out = sh(
+        "hub",
+        f"pid=$(systemctl show -p MainPID --value {unit}); cat /proc/$pid/stat; getconf CLK_TCK; "
+        "grep VmHWM /proc/$pid/status",
+    ).split()
+    # stat's fields 14 and 15 (utime, stime; the command field has no space), the clock ticks, VmHWM: N kB
+    return (int(out[13]) + int(out[14])) / int(out[-4]), int(out[-2])
 
 
 def job_info_rpcs() -> int:
