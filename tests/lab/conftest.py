@@ -116,6 +116,19 @@ def recap_changed(output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)", output, re.M)}
 
 
+def changed_tasks(output: str) -> list[str]:
+    """The tasks a playbook's output reports changed, as "TASK [role : name] host" with the diff it printed: what
+    an idempotence or check-mode assertion names when it fails."""
+    found, task, lines = [], "", output.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("TASK ["):
+            task = line.split("]")[0] + "]"
+        elif line.startswith("changed: ["):
+            diff = "\n".join(lines[max(0, i - 12) : i])
+            found.append(f"{task} {line.split(']')[0]}]\n{diff}")
+    return found
+
+
 LAB_USERS = {"alice": "alice-in-the-lab", "bob": "bob-in-the-lab", "labadmin": "admin-in-the-lab"}
 
 

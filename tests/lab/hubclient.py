@@ -120,18 +120,42 @@ class Hub:
             time.sleep(0.2)
         raise TimeoutError(f"server of {user} not ready after {timeout}s")
 
-    def spawn_failure(self, user: str | None = None) -> str:
-        """What the spawn page shows for the last failed start (the hub's progress stream: "Spawn failed: ...")."""
-        r = self.get(f"/users/{user or self.user}/server/progress", stream=True, timeout=15)
-        message = f"HTTP {r.status_code}"
+    def start_watching(self, options: dict | None = None, timeout: float = 180) -> float:
+        """Start the user's server and wait as the spawn page does, on one progress event stream (not a GET every
+        0.2 s as `start`); return seconds from request to ready."""
+        t0 = time.monotonic()
+        r = self.post(f"/users/{self.user}/server", json=options or {})
+        if r.status_code not in (201, 202):
+            raise StartFailed(r.status_code, _api_message(r))
+        while time.monotonic() - t0 < timeout:
+            event = self._last_progress(self.user, read_timeout=min(60.0, timeout))
+            if event.get("ready"):
+                return time.monotonic() - t0
+            if event.get("failed"):
+                raise StartFailed(r.status_code, event.get("message", ""))
+            server = self.server()  # the stream ended on neither (no longer pending): the server's record says
+            if server and server.get("ready"):
+                return time.monotonic() - t0
+            if not server or not server.get("pending"):
+                raise StartFailed(r.status_code, event.get("message") or "the server is neither starting nor up")
+        raise TimeoutError(f"server of {self.user} not ready after {timeout}s")
+
+    def _last_progress(self, user: str, read_timeout: float = 15) -> dict:
+        """The hub's progress stream of the user's server, read until it says ready or failed, or ends: that event,
+        or the last one ({"message": "HTTP <status>"} when the hub refused the stream)."""
+        r = self.get(f"/users/{user}/server/progress", stream=True, timeout=(10, read_timeout))
+        event = {"message": f"HTTP {r.status_code}"}
         with r:
             for line in r.iter_lines(decode_unicode=True):
                 if line and line.startswith("data:"):
                     event = json.loads(line[5:])
-                    message = event.get("message", message)
                     if event.get("failed") or event.get("ready"):
                         break
-        return message
+        return event
+
+    def spawn_failure(self, user: str | None = None) -> str:
+        """What the spawn page shows for the last failed start (the hub's progress stream: "Spawn failed: ...")."""
+        return self._last_progress(user or self.user).get("message", "")
 
     def stop(self, user: str | None = None, timeout: float = 60) -> None:
         user = user or self.user

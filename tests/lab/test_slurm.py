@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import PLAYBOOK, recap_changed, run_playbook, wait_for
+from conftest import PLAYBOOK, changed_tasks, recap_changed, run_playbook, wait_for
 
 NODES = {"node1", "node2"}
 pytestmark = pytest.mark.slurm
@@ -102,5 +102,5 @@ def test_check_mode_rerun_changes_nothing(login):
     result = run_playbook(PLAYBOOK, "--check", "--diff")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     changed = recap_changed(result.stdout)
-    assert changed and all(n == 0 for n in changed.values()), changed
+    assert changed and all(n == 0 for n in changed.values()), (changed, changed_tasks(result.stdout))
     assert login.file("/etc/munge/munge.key").sha256sum == before

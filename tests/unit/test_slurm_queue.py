@@ -91,6 +91,21 @@ def test_a_job_newer_than_the_snapshot_is_looked_up_again():
     assert fake.calls == 2
 
 
+def test_waiters_for_a_snapshot_newer_than_an_event_share_one_squeue():
+    """Servers that reported their ports ask for a snapshot taken after the report: one squeue serves all whose
+    report came before it started, however young the cached one is."""
+    fake, clock = FakeSqueue([(0, SQUEUE, ""), (0, SQUEUE.replace("PENDING", "RUNNING"), "")]), Clock()
+    queue = SlurmQueue(["squeue"], runner=fake, clock=clock)
+    assert run(queue.job("42", max_age=25)).pending
+    clock.now += 0.5  # reports arrive half a second into a 25 s snapshot's life
+
+    async def after_reports():
+        return await asyncio.gather(*(queue.job("42", max_age=25, fresh_after=clock.now - 0.1) for _ in range(20)))
+
+    assert all(info.running for info in run(after_reports()))
+    assert fake.calls == 2
+
+
 def test_parse_squeue_with_owner_partition_and_name():
     # squeue -h -o '%i|%T|%B|%r|%u|%P|%j' (SQUEUE_FORMAT): the orphaned-job check needs user and name
     jobs = parse_squeue(

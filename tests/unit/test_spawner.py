@@ -80,6 +80,68 @@ def test_a_starting_servers_port_is_tried_often_while_slurm_is_asked_at_its_own_
     assert 1 <= squeues <= 4, slurm.calls
 
 
+def test_a_waiting_start_asks_slurm_less_often_the_longer_it_waits_and_its_port_report_ends_the_wait(
+    db, slurm, tmp_path
+):
+    """A start that waited t seconds accepts a snapshot start_poll_growth * t old (a hundred starts then cost a
+    few squeues a minute, not two a second); the server's port report wakes it at once all the same, with a
+    snapshot taken after the report (which shows the job running, and where)."""
+    spawner = new_spawner(db, slurm, tmp_path, startup_poll_interval=0.1, start_poll_growth=0.25, squeue_max_age=25.0)
+    node = NodeServer()
+
+    async def scenario():
+        spawner.apply_user_options(spawner, SMALL)
+        task = asyncio.ensure_future(spawner.start())
+        await until(lambda: spawner.job_id, task=task)
+        await asyncio.sleep(3)  # pending: at a fixed 0.1 s, about 30 squeues
+        pending_squeues = sum(call[0] == "squeue" for call in slurm.calls)
+        slurm.run(spawner.job_id)
+        spawner.port = node.port = await node.open()  # as the port report handler sets it
+        reported = time.monotonic()
+        await task
+        return pending_squeues, time.monotonic() - reported
+
+    pending_squeues, took = run(scenario())
+    assert 5 <= pending_squeues <= 14, slurm.calls
+    assert took < 0.4, took  # the snapshot then was about 0.75 s old: the report, not the next poll, ended the wait
+    assert spawner.ip == "127.0.0.1"
+
+
+def test_progress_sends_a_pending_servers_place_when_it_changes_not_every_second(db, slurm, tmp_path):
+    """A user watching the spawn page gets the queue event once while Slurm says the same, a new one when the reason
+    changes, then the running message (the hub streams each event to each watcher)."""
+    spawner = new_spawner(db, slurm, tmp_path)
+    node = NodeServer()
+
+    async def scenario():
+        spawner.apply_user_options(spawner, SMALL)
+        task = asyncio.ensure_future(spawner.start())
+        await until(lambda: spawner.job_id, task=task)
+        events = []
+
+        async def watch():
+            async for event in spawner.progress():
+                events.append(event)
+
+        watcher = asyncio.ensure_future(watch())
+        await asyncio.sleep(2.5)  # pending, Priority: looked at three times
+        slurm.update(spawner.job_id, reason="Resources")
+        await asyncio.sleep(1.5)
+        slurm.run(spawner.job_id)
+        spawner.port = await node.open()
+        await task
+        await asyncio.wait_for(watcher, 3)
+        await node.close()
+        return [event["message"] for event in events]
+
+    messages = run(scenario())
+    queued = [m for m in messages if "in the queue" in m]
+    assert len(queued) == 2, messages
+    assert queued[0].endswith("jobs of higher priority on partition batch go first"), messages
+    assert queued[1].endswith("waiting for 1 CPU and 1 GB of memory to free up on partition batch"), messages
+    assert messages[-1].startswith(f"Job {spawner.job_id} running on 127.0.0.1"), messages
+
+
 def test_a_job_over_the_queue_timeout_is_cancelled_with_a_sentence(db, slurm, tmp_path):
     spawner = new_spawner(db, slurm, tmp_path, queue_timeout=1)
     spawner.apply_user_options(spawner, SMALL)

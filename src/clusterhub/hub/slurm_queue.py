@@ -93,13 +93,15 @@ class SlurmQueue:
         self._lock: asyncio.Lock | None = None
         self._loop = None
 
-    async def snapshot(self, max_age: float) -> dict[str, JobInfo] | None:
-        """Jobs no older than max_age seconds; None when Slurm cannot be asked right now."""
+    async def snapshot(self, max_age: float, fresh_after: float = float("-inf")) -> dict[str, JobInfo] | None:
+        """Jobs no older than max_age seconds, and asked for no earlier than `fresh_after` (the clock's time of
+        something Slurm must already show); None when Slurm cannot be asked right now. Callers waiting together
+        share one squeue: whoever finds the lock taken gets the snapshot the holder just made."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # one lock per event loop (the hub has one; tests make several)
             self._lock, self._loop = asyncio.Lock(), loop
         async with self._lock:
-            if self.clock() - self.taken_at > max_age:
+            if self.clock() - self.taken_at > max_age or self.taken_at < fresh_after:
                 await self._refresh()
             return self.jobs
 
@@ -119,13 +121,15 @@ class SlurmQueue:
             self.jobs = None
             self.last_error = err.strip()[:500]
 
-    async def job(self, job_id: str, max_age: float, not_before: float = float("-inf")) -> JobInfo | bool | None:
+    async def job(
+        self, job_id: str, max_age: float, not_before: float = float("-inf"), fresh_after: float = float("-inf")
+    ) -> JobInfo | bool | None:
         """JobInfo if the job is queued or running, False if Slurm says it is gone, None if unknown.
 
         A job missing from a snapshot taken before `not_before` (its submission) is looked up again
         in a fresh one, so a new job is never reported gone from a stale view.
         """
-        jobs = await self.snapshot(max_age)
+        jobs = await self.snapshot(max_age, fresh_after)
         if jobs is not None and job_id not in jobs and self.taken_at < not_before:
             jobs = await self.snapshot(0)
         if jobs is None:

@@ -93,6 +93,13 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
     server_check_interval = Float(
         0.1, help="Seconds between tries of a starting server's HTTP port once its job runs (each try is one connect)"
     ).tag(config=True)
+    start_poll_growth = Float(
+        0.25,
+        help="While a server that reports its own port starts, the fraction of its wait so far that the next look at "
+        "Slurm may lag (waited 40 s: asked again within 10 s; never less than startup_poll_interval, never more than "
+        "squeue_max_age). Its port report wakes the start at once, so only a failure or the queue position is seen "
+        "later; a hundred starts cost a few squeues a minute instead of two a second",
+    ).tag(config=True)
     start_estimate_timeout = Float(3.0, help="Seconds the form waits for each sbatch --test-only").tag(config=True)
     idle_minutes = Float(0, help="The current server's profile's idle_minutes (0: only the hub's idle culler)")
     job_accounting_command = List(
@@ -169,7 +176,7 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
             _QUEUES[key] = SlurmQueue(argv, timeout=self.squeue_timeout)
         return _QUEUES[key]
 
-    async def query_job_status(self, max_age: float | None = None):
+    async def query_job_status(self, max_age: float | None = None, fresh_after: float = float("-inf")):
         if not self.job_id:
             self.job_status = ""
             return JobStatus.NOTFOUND
@@ -177,6 +184,7 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
             self.job_id,
             self.squeue_max_age if max_age is None else max_age,
             not_before=getattr(self, "_submitted_at", float("-inf")),
+            fresh_after=fresh_after,
         )
         if info is None:
             self.job_status = f"UNKNOWN (squeue: {self.queue.last_error or 'no answer'})"
@@ -212,6 +220,9 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
         self.port = self._fresh_port()
         if self.server:
             self.server.port = self.port
+        # direct mode: the server reports the port it binds (port_report.py), which also says its job runs
+        self._reports_port = not self.port
+        self._reported_at: float | None = None
         await self.submit_batch_script()
         # set after sbatch returned: a snapshot taken before this moment may lack the job (another
         # spawner's refresh can run while sbatch is still talking to slurmctld)
@@ -220,7 +231,8 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
             raise start_failed("Slurm did not accept the job (no job id in sbatch's output); try again later")
         queued_since = time.monotonic()
         while True:
-            status = await self.query_job_status(max_age=self.startup_poll_interval)
+            # once the port is reported, a snapshot taken after it shows the job running and where
+            status = await self.query_job_status(max_age=self._start_poll_age(), fresh_after=self._port_reported())
             if status == JobStatus.RUNNING:
                 break
             if await self._job_gone(status):
@@ -231,7 +243,7 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
                     f"Slurm job {self._forget_job()} waited over {self.queue_timeout} s in the queue and was "
                     "cancelled; choose fewer resources or another partition, or try again later"
                 )
-            await asyncio.sleep(self.startup_poll_interval)
+            await self._sleep_until_report(self._start_poll_age())
         self.ip = self.state_gethost()
         await self._wait_for_server(time.monotonic() + self.startup_timeout)
         self.node_address = await resolve(self.ip)  # kept in the server's state (the lost-node check)
@@ -243,10 +255,10 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
     async def _wait_for_server(self, deadline: float) -> None:
         """Until the server answers HTTP (then JupyterHub's own wait finds it up at once), tried every
         server_check_interval (a refused connection costs a millisecond; the user waits for the next try), and the
-        job checked every startup_poll_interval (the shared snapshot's age): a job that ends meanwhile fails the
-        start at once, with its reason."""
+        job checked in snapshots as old as _start_poll_age allows: a job that ends meanwhile fails the start, with
+        its reason."""
         while not (self.port and await self._server_answers()):
-            if await self._job_gone(await self.query_job_status(max_age=self.startup_poll_interval)):
+            if await self._job_gone(await self.query_job_status(max_age=self._start_poll_age())):
                 raise start_failed(await self.ended_early(self._forget_job(), "its server answered"))
             if time.monotonic() > deadline:
                 await self.cancel_batch_job()
@@ -256,6 +268,30 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
                     f"was stopped; see {self.job_log(job)}"
                 )
             await asyncio.sleep(min(self.server_check_interval, self.startup_poll_interval))
+
+    def _start_poll_age(self) -> float:
+        """How old a snapshot a starting server's poll accepts: startup_poll_interval, or, for a server that
+        reports its port, start_poll_growth of the wait so far (up to squeue_max_age)."""
+        if not self._reports_port:
+            return self.startup_poll_interval
+        waited = time.monotonic() - self._submitted_at
+        return max(self.startup_poll_interval, min(waited * self.start_poll_growth, self.squeue_max_age))
+
+    def _report_unseen(self) -> bool:
+        """The server has reported its port, and the start has not acted on it yet."""
+        return self._reports_port and bool(self.port) and self._reported_at is None
+
+    def _port_reported(self) -> float:
+        """When the start first saw the server's reported port (the clock's time; -inf before)."""
+        if self._report_unseen():
+            self._reported_at = time.monotonic()
+        return float("-inf") if self._reported_at is None else self._reported_at
+
+    async def _sleep_until_report(self, seconds: float) -> None:
+        """Sleep `seconds`, or less: until the server reports its port (checked every server_check_interval)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0 and not self._report_unseen():
+            await asyncio.sleep(min(self.server_check_interval, left))
 
     async def _job_gone(self, status: JobStatus) -> bool:
         """The job is gone: `status` says so and a fresh snapshot says it again (one missing line is not trusted)."""
@@ -392,15 +428,18 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
         return reach, detail
 
     async def progress(self):
+        """The start's progress events: what Slurm says of the job, looked at every second and sent when it changed
+        (a hundred users watching their pending servers cost the hub a hundred events a minute, not a second)."""
+        last = None
         while True:
             info = getattr(self, "_job_info", None)
             if not self.job_id:
-                yield {"message": "Submitting the job to Slurm…"}
+                event = {"message": "Submitting the job to Slurm…"}
             elif info is None or info.job_id != self.job_id:
-                yield {"message": f"Job {self.job_id} submitted, waiting for Slurm…"}
+                event = {"message": f"Job {self.job_id} submitted, waiting for Slurm…"}
             elif info.pending:
                 request = getattr(self, "request", None)
-                yield waiting(
+                event = waiting(
                     info,
                     self.queue.jobs if self.cluster_wide_queue else None,
                     cpus=request.cpus if request else 0,
@@ -410,4 +449,9 @@ class ClusterSlurmSpawner(FormSpawner, SlurmSpawner):
             elif info.running:
                 yield {"message": f"Job {self.job_id} running on {info.node}, starting JupyterLab…"}
                 return
+            else:
+                event = last
+            if event != last:
+                yield event
+                last = event
             await asyncio.sleep(1)
