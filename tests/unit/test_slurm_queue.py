@@ -81,12 +81,18 @@ def test_a_missing_squeue_binary_is_unknown():
     assert run(queue.job("41", max_age=0)) is None
 
 
-def test_a_job_newer_than_the_snapshot_is_looked_up_again():
+def test_a_job_newer_than_the_snapshot_is_unknown_until_a_later_one_never_gone():
+    """A snapshot begun before a job's submission cannot show it: the job is unknown (None), not gone (False), and
+    costs no squeue of its own; the next snapshot, whoever takes it, shows it."""
     fake, clock = FakeSqueue([(0, "", ""), (0, "44|PENDING|n/a|Priority\n", "")]), Clock()
     queue = SlurmQueue(["squeue"], runner=fake, clock=clock)
     assert run(queue.job("41", max_age=25)) is False  # snapshot at t=100
     clock.now += 1
-    info = run(queue.job("44", max_age=25, not_before=clock.now - 0.5))  # submitted after the snapshot
+    submitted = clock.now - 0.5
+    assert run(queue.job("44", max_age=25, not_before=submitted)) is None
+    assert run(queue.job("41", max_age=25, not_before=submitted)) is None  # nor is an older job judged from it
+    assert fake.calls == 1
+    info = run(queue.job("44", max_age=0.5, not_before=submitted))  # the next poll's snapshot
     assert info.pending and info.reason == "Priority"
     assert fake.calls == 2
 

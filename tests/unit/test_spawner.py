@@ -270,6 +270,27 @@ def test_a_stop_cancels_the_job_and_waits_for_it_to_leave_the_queue(db, slurm, t
     assert [c[0] for c in slurm.calls].count("sbatch") == 1
 
 
+def test_a_stop_asks_slurm_once_half_a_second_after_its_scancel(db, slurm, tmp_path):
+    """The snapshot a start left (fresh, showing the job running) does not count: the one look is a squeue begun
+    after the scancel, half a second later (a cancelled job takes about that to leave), shared by the stops of that
+    moment, and it ends the wait (it took one look at once and another a second later)."""
+    spawner = new_spawner(db, slurm, tmp_path, squeue_max_age=25.0)
+    node = NodeServer()
+
+    async def scenario():
+        await start_and_run(spawner, slurm, node)
+        before = [c[0] for c in slurm.calls].count("squeue")
+        t0 = time.monotonic()
+        await spawner.stop()
+        took = time.monotonic() - t0
+        await node.close()
+        return took, [c[0] for c in slurm.calls].count("squeue") - before
+
+    took, squeues = run(scenario())
+    assert squeues == 1, slurm.calls
+    assert 0.5 <= took < 0.9, took
+
+
 def dispatcher_class():
     from clusterhub.hub.dispatch import ClusterSpawner  # noqa: PLC0415 - imports the Docker child's modules too
 

@@ -90,6 +90,10 @@ class ClusterRemoteSpawner(ClusterSlurmSpawner):
     def _default_apply_user_options(self):
         return _apply_remote_user_options
 
+    @default("startup_poll_interval")
+    def _default_startup_poll_interval(self):
+        return 0.5  # the hub picks the tunnel's port: only a look at Slurm (through hpc-gate) says the job runs
+
     @default("unreachable_polls")
     def _default_unreachable_polls(self):
         # through a tunnel, "no answer" is more often the network between hub and HPC (the tunnel is being

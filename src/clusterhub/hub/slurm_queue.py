@@ -126,12 +126,10 @@ class SlurmQueue:
     ) -> JobInfo | bool | None:
         """JobInfo if the job is queued or running, False if Slurm says it is gone, None if unknown.
 
-        A job missing from a snapshot taken before `not_before` (its submission) is looked up again
-        in a fresh one, so a new job is never reported gone from a stale view.
+        A job missing from a snapshot begun before `not_before` (its submission) is unknown, never gone: the
+        caller's next look, in the next snapshot anyone takes, finds it. A submission costs no squeue of its own.
         """
         jobs = await self.snapshot(max_age, fresh_after)
-        if jobs is not None and job_id not in jobs and self.taken_at < not_before:
-            jobs = await self.snapshot(0)
-        if jobs is None:
+        if jobs is None or (job_id not in jobs and self.taken_at < not_before):
             return None
         return jobs.get(job_id, False)
